@@ -1,0 +1,890 @@
+//! The broker's state machine: worker registry, request queue, deadlines, heartbeats.
+//!
+//! No sockets and no clock: every event comes in with `now`, and every effect goes
+//! out as an [`Action`] for the socket loop to carry out. So dispatch, expiry and
+//! liveness are unit-tested without sleeping.
+//!
+//! Dispatch rule: a request goes only to a worker that serves its function and has a
+//! free slot (capacity minus calls in flight), least recently used first; otherwise it
+//! waits in one FIFO queue. A slow call therefore never holds up a fast one while any
+//! worker that could run the fast one is idle.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::error::Error;
+use crate::protocol::{
+    self, BrokerMessage, Call, FunctionInfo, Ready, Reply, Request, WorkerMessage,
+};
+
+/// The routing frames of a client message, up to and including the empty delimiter.
+pub(crate) type Envelope = Vec<Vec<u8>>;
+/// A worker's ROUTER identity.
+pub(crate) type WorkerId = Vec<u8>;
+
+/// An effect for the socket loop.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Action {
+    /// Send `reply` (one frame) to the client behind `envelope`.
+    ToClient { envelope: Envelope, reply: Vec<u8> },
+    /// Send `frames` to `worker`. `key` names the request they carry, if any, so that
+    /// a failed send can be reported back with [`Dispatcher::undeliverable`].
+    ToWorker {
+        worker: WorkerId,
+        key: Option<u64>,
+        frames: Vec<Vec<u8>>,
+    },
+}
+
+/// What the dispatcher needs to know about its server.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Returned by `ping`.
+    pub name: String,
+    /// The shared secret clients and workers must present.
+    pub password: String,
+    /// The longest a call may take, whatever the client asks.
+    pub timeout: Duration,
+    /// Queued requests before new ones are refused with `OverloadError`.
+    pub queue_limit: usize,
+    /// Interval at which the broker sends heartbeats to workers.
+    pub heartbeat_interval: Duration,
+    /// Missed worker heartbeats before a worker counts as lost.
+    pub heartbeat_liveness: u32,
+}
+
+/// What an `OverloadError` tells the client to wait before trying again.
+const OVERLOAD_RETRY_AFTER: Duration = Duration::from_millis(200);
+
+struct Worker {
+    name: String,
+    capacity: u32,
+    in_flight: u32,
+    functions: HashMap<String, FunctionInfo>,
+    /// Dispatch sequence number of the last request it got (LRU order).
+    last_used: u64,
+    /// When the worker counts as lost unless it is heard from.
+    expires: Instant,
+    /// The worker's own heartbeat interval, from READY.
+    interval: Duration,
+    next_heartbeat: Instant,
+}
+
+enum State {
+    Queued,
+    Running(WorkerId),
+}
+
+struct Job {
+    /// `None` once the client has been answered (timeout) while a worker still runs it.
+    envelope: Option<Envelope>,
+    id: Value,
+    call: Call,
+    deadline: Instant,
+    state: State,
+}
+
+/// The broker's state. See the module docs.
+pub(crate) struct Dispatcher {
+    settings: Settings,
+    workers: HashMap<WorkerId, Worker>,
+    jobs: HashMap<u64, Job>,
+    /// Keys in arrival order; may hold keys that are no longer queued (skipped).
+    queue: VecDeque<u64>,
+    queued: usize,
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    next_key: u64,
+    dispatch_seq: u64,
+}
+
+fn passwords_match(given: &str, expected: &str) -> bool {
+    // Constant time in the length of the longer input: no early exit on a mismatch.
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+/// Splits a client message into its envelope and body frames.
+fn split_envelope(mut frames: Vec<Vec<u8>>) -> (Envelope, Vec<Vec<u8>>) {
+    // REQ and DEALER-with-delimiter clients: identity frames, an empty frame, the body.
+    // A DEALER without the delimiter: just the identity, then the body.
+    let split = frames
+        .iter()
+        .position(Vec::is_empty)
+        .map_or(1.min(frames.len()), |i| i + 1);
+    let body = frames.split_off(split);
+    (frames, body)
+}
+
+impl Dispatcher {
+    pub(crate) fn new(settings: Settings) -> Self {
+        Dispatcher {
+            settings,
+            workers: HashMap::new(),
+            jobs: HashMap::new(),
+            queue: VecDeque::new(),
+            queued: 0,
+            deadlines: BinaryHeap::new(),
+            next_key: 1,
+            dispatch_seq: 0,
+        }
+    }
+
+    #[cfg(test)]
+    /// Number of registered workers.
+    pub(crate) fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    #[cfg(test)]
+    /// Number of requests waiting for a worker.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
+
+    fn reply(
+        &self,
+        envelope: Envelope,
+        id: Value,
+        outcome: Result<Value, Error>,
+        out: &mut Vec<Action>,
+    ) {
+        out.push(Action::ToClient {
+            envelope,
+            reply: protocol::encode_reply(&Reply { id, outcome }),
+        });
+    }
+
+    /// A message from a client: all its frames as the frontend ROUTER received them.
+    pub(crate) fn client_message(
+        &mut self,
+        frames: Vec<Vec<u8>>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let (envelope, body) = split_envelope(frames);
+        if envelope.is_empty() {
+            return; // nothing to answer to: a ROUTER always gives an identity frame
+        }
+        let frame = match body.as_slice() {
+            [frame] => frame,
+            other => {
+                let err = Error::Protocol(format!(
+                    "a request is one frame after the envelope, got {}",
+                    other.len()
+                ));
+                return self.reply(envelope, Value::Null, Err(err), out);
+            }
+        };
+        let req = match protocol::decode_request(frame) {
+            Ok(req) => req,
+            Err(bad) => return self.reply(envelope, bad.id, Err(bad.error), out),
+        };
+        self.request(envelope, req, now, out);
+    }
+
+    fn request(&mut self, envelope: Envelope, req: Request, now: Instant, out: &mut Vec<Action>) {
+        let id = req.id.clone().unwrap_or(Value::Null);
+        if !passwords_match(&req.password, &self.settings.password) {
+            let err = Error::Permission("wrong password".into());
+            return self.reply(envelope, id, Err(err), out);
+        }
+        match req.function.as_str() {
+            protocol::BUILTIN_PING => {
+                let name = Value::String(self.settings.name.clone());
+                return self.reply(envelope, id, Ok(name), out);
+            }
+            protocol::BUILTIN_LIST => {
+                let list = self.list_functions();
+                return self.reply(envelope, id, Ok(list), out);
+            }
+            _ => {}
+        }
+        if !self
+            .workers
+            .values()
+            .any(|w| w.functions.contains_key(&req.function))
+        {
+            let err = Error::Name(format!(
+                "no function named '{}' is registered",
+                req.function
+            ));
+            return self.reply(envelope, id, Err(err), out);
+        }
+        let budget = req.timeout_ms.map_or(self.settings.timeout, |ms| {
+            Duration::from_millis(ms).min(self.settings.timeout)
+        });
+        if budget.is_zero() {
+            let err = Error::Timeout("the request's deadline had passed when it arrived".into());
+            return self.reply(envelope, id, Err(err), out);
+        }
+        if self.queued >= self.settings.queue_limit && self.idle_worker_for(&req.function).is_none()
+        {
+            let err = Error::Overloaded {
+                message: format!("the queue is full ({} requests waiting)", self.queued),
+                retry_after: OVERLOAD_RETRY_AFTER,
+            };
+            return self.reply(envelope, id, Err(err), out);
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        let deadline = now + budget;
+        self.deadlines.push(Reverse((deadline, key)));
+        let job = Job {
+            envelope: Some(envelope),
+            id,
+            call: Call {
+                function: req.function,
+                args: req.args,
+                kwargs: req.kwargs,
+                timeout_ms: None,
+            },
+            deadline,
+            state: State::Queued,
+        };
+        match self.idle_worker_for(&job.call.function) {
+            Some(worker) => {
+                self.jobs.insert(key, job);
+                self.dispatch(key, worker, now, out);
+            }
+            None => {
+                self.jobs.insert(key, job);
+                self.queue.push_back(key);
+                self.queued += 1;
+            }
+        }
+    }
+
+    fn idle_worker_for(&self, function: &str) -> Option<WorkerId> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.in_flight < w.capacity && w.functions.contains_key(function))
+            .min_by_key(|(_, w)| w.last_used)
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Sends job `key` (not counted as queued) to `worker`, which has a free slot.
+    fn dispatch(&mut self, key: u64, worker_id: WorkerId, now: Instant, out: &mut Vec<Action>) {
+        let (Some(job), Some(worker)) = (self.jobs.get_mut(&key), self.workers.get_mut(&worker_id))
+        else {
+            return;
+        };
+        self.dispatch_seq += 1;
+        worker.last_used = self.dispatch_seq;
+        worker.in_flight += 1;
+        job.state = State::Running(worker_id.clone());
+        let remaining = job.deadline.saturating_duration_since(now);
+        let call = Call {
+            timeout_ms: Some(u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX)),
+            ..job.call.clone()
+        };
+        out.push(Action::ToWorker {
+            worker: worker_id,
+            key: Some(key),
+            frames: protocol::encode_broker_message(&BrokerMessage::Request { key, call }),
+        });
+    }
+
+    /// Hands queued requests to `worker_id` while it has free slots.
+    fn feed(&mut self, worker_id: &WorkerId, now: Instant, out: &mut Vec<Action>) {
+        loop {
+            let Some(worker) = self.workers.get(worker_id) else {
+                return;
+            };
+            if worker.in_flight >= worker.capacity || self.queued == 0 {
+                return;
+            }
+            let mut found = None;
+            self.queue.retain(|key| {
+                let Some(job) = self.jobs.get(key) else {
+                    return false;
+                };
+                if !matches!(job.state, State::Queued) {
+                    return false;
+                }
+                if found.is_none() && worker.functions.contains_key(&job.call.function) {
+                    found = Some(*key);
+                    return false;
+                }
+                true
+            });
+            let Some(key) = found else { return };
+            self.queued -= 1;
+            self.dispatch(key, worker_id.clone(), now, out);
+        }
+    }
+
+    fn list_functions(&self) -> Value {
+        let mut by_name: HashMap<&str, (&FunctionInfo, u32)> = HashMap::new();
+        for w in self.workers.values() {
+            for (name, info) in &w.functions {
+                by_name.entry(name).or_insert((info, 0)).1 += 1;
+            }
+        }
+        let mut names: Vec<&str> = by_name.keys().copied().collect();
+        names.sort_unstable();
+        Value::Array(
+            names
+                .into_iter()
+                .map(|n| {
+                    let (info, workers) = by_name[n];
+                    let mut v = protocol::function_info_json(info);
+                    v["workers"] = json!(workers);
+                    v
+                })
+                .collect(),
+        )
+    }
+
+    /// A message from a worker (frames after its identity).
+    pub(crate) fn worker_message(
+        &mut self,
+        id: WorkerId,
+        frames: &[Vec<u8>],
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let msg = match protocol::decode_worker_message(frames) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "dropping malformed worker message");
+                return;
+            }
+        };
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.expires = now + w.interval * self.settings.heartbeat_liveness;
+        }
+        match msg {
+            WorkerMessage::Ready(ready) => self.register(id, ready, now, out),
+            WorkerMessage::Heartbeat => {
+                if !self.workers.contains_key(&id) {
+                    self.disconnect(id, "unknown worker: send READY", out);
+                }
+            }
+            WorkerMessage::Reply { key, outcome } => {
+                if !self.workers.contains_key(&id) {
+                    // The broker restarted or dropped the worker; it must register again.
+                    return self.disconnect(id, "unknown worker: send READY", out);
+                }
+                self.finish(&id, key, outcome, out);
+                self.feed(&id, now, out);
+            }
+            WorkerMessage::Disconnect { reason } => {
+                tracing::info!(worker = %self.worker_name(&id), %reason, "worker left");
+                self.remove_worker(&id, "the worker left while running the call", out);
+            }
+        }
+    }
+
+    fn worker_name(&self, id: &WorkerId) -> String {
+        self.workers.get(id).map_or_else(
+            || String::from_utf8_lossy(id).into_owned(),
+            |w| w.name.clone(),
+        )
+    }
+
+    fn disconnect(&mut self, worker: WorkerId, reason: &str, out: &mut Vec<Action>) {
+        out.push(Action::ToWorker {
+            worker,
+            key: None,
+            frames: protocol::encode_broker_message(&BrokerMessage::Disconnect {
+                reason: reason.into(),
+            }),
+        });
+    }
+
+    fn register(&mut self, id: WorkerId, ready: Ready, now: Instant, out: &mut Vec<Action>) {
+        if !passwords_match(&ready.password, &self.settings.password) {
+            tracing::warn!(worker = %ready.name, "refusing worker: wrong password");
+            return self.disconnect(id, "wrong password", out);
+        }
+        if let Some(f) = ready
+            .functions
+            .iter()
+            .find(|f| protocol::RESERVED_NAMES.contains(&f.name.as_str()))
+        {
+            tracing::warn!(worker = %ready.name, function = %f.name, "refusing worker: reserved name");
+            let reason = format!("'{}' is a reserved name", f.name);
+            return self.disconnect(id, &reason, out);
+        }
+        let interval = Duration::from_millis(ready.heartbeat_ms.max(1));
+        tracing::info!(
+            worker = %ready.name,
+            capacity = ready.capacity,
+            functions = ready.functions.len(),
+            "worker joined"
+        );
+        let in_flight = self.workers.get(&id).map_or(0, |w| w.in_flight);
+        self.workers.insert(
+            id.clone(),
+            Worker {
+                name: ready.name,
+                capacity: ready.capacity,
+                in_flight,
+                functions: ready
+                    .functions
+                    .into_iter()
+                    .map(|f| (f.name.clone(), f))
+                    .collect(),
+                last_used: 0,
+                expires: now + interval * self.settings.heartbeat_liveness,
+                interval,
+                next_heartbeat: now + self.settings.heartbeat_interval,
+            },
+        );
+        self.feed(&id, now, out);
+    }
+
+    fn finish(
+        &mut self,
+        worker_id: &WorkerId,
+        key: u64,
+        outcome: Result<Value, Error>,
+        out: &mut Vec<Action>,
+    ) {
+        let owned = matches!(self.jobs.get(&key), Some(Job { state: State::Running(w), .. }) if w == worker_id);
+        if !owned {
+            tracing::debug!(key, "dropping reply for an unknown request");
+            return;
+        }
+        let Some(job) = self.jobs.remove(&key) else {
+            return;
+        };
+        if let Some(w) = self.workers.get_mut(worker_id) {
+            w.in_flight = w.in_flight.saturating_sub(1);
+        }
+        match job.envelope {
+            Some(envelope) => self.reply(envelope, job.id, outcome, out),
+            None => tracing::debug!(
+                key,
+                "dropping late reply: the caller was answered with a timeout"
+            ),
+        }
+    }
+
+    /// Removes a worker and answers every call it was running with `UnavailableError`.
+    fn remove_worker(&mut self, worker_id: &WorkerId, why: &str, out: &mut Vec<Action>) {
+        if self.workers.remove(worker_id).is_none() {
+            return;
+        }
+        let lost: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| matches!(&j.state, State::Running(w) if w == worker_id))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in lost {
+            if let Some(Job {
+                envelope: Some(envelope),
+                id,
+                ..
+            }) = self.jobs.remove(&key)
+            {
+                self.reply(envelope, id, Err(Error::Unavailable(why.into())), out);
+            }
+        }
+        self.fail_unservable(out);
+    }
+
+    /// Answers queued requests that no remaining worker can serve.
+    fn fail_unservable(&mut self, out: &mut Vec<Action>) {
+        let keys: Vec<u64> = self.queue.iter().copied().collect();
+        for key in keys {
+            let servable = match self.jobs.get(&key) {
+                Some(job) if matches!(job.state, State::Queued) => self
+                    .workers
+                    .values()
+                    .any(|w| w.functions.contains_key(&job.call.function)),
+                _ => continue,
+            };
+            if !servable {
+                if let Some(Job {
+                    envelope: Some(envelope),
+                    id,
+                    call,
+                    ..
+                }) = self.jobs.remove(&key)
+                {
+                    self.queued -= 1;
+                    let err = Error::Unavailable(format!(
+                        "no worker serves '{}' any more",
+                        call.function
+                    ));
+                    self.reply(envelope, id, Err(err), out);
+                }
+            }
+        }
+    }
+
+    /// A send to `worker_id` failed (it is gone). The request `key` it carried was not
+    /// delivered, so it goes back to the front of the queue.
+    pub(crate) fn undeliverable(
+        &mut self,
+        worker_id: &WorkerId,
+        key: Option<u64>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(key) = key {
+            if let Some(job) = self.jobs.get_mut(&key) {
+                job.state = State::Queued;
+                self.queue.push_front(key);
+                self.queued += 1;
+            }
+        }
+        tracing::warn!(worker = %self.worker_name(worker_id), "worker unreachable; removed");
+        self.remove_worker(
+            worker_id,
+            "the worker became unreachable while running the call",
+            out,
+        );
+        let ids: Vec<WorkerId> = self.workers.keys().cloned().collect();
+        for id in ids {
+            self.feed(&id, now, out);
+        }
+    }
+
+    /// Expires deadlines, drops silent workers, sends heartbeats.
+    pub(crate) fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        while let Some(Reverse((deadline, key))) = self.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(job) = self.jobs.get_mut(&key) else {
+                continue;
+            };
+            match job.state {
+                State::Queued => {
+                    if let Some(Job {
+                        envelope: Some(envelope),
+                        id,
+                        ..
+                    }) = self.jobs.remove(&key)
+                    {
+                        self.queued -= 1;
+                        let err =
+                            Error::Timeout("no worker became free before the deadline".into());
+                        self.reply(envelope, id, Err(err), out);
+                    }
+                }
+                State::Running(_) => {
+                    // The worker keeps its slot until it answers; only the caller is released.
+                    if let Some(envelope) = job.envelope.take() {
+                        let id = job.id.clone();
+                        let err = Error::Timeout(format!(
+                            "'{}' did not answer within the deadline",
+                            job.call.function
+                        ));
+                        self.reply(envelope, id, Err(err), out);
+                    }
+                }
+            }
+        }
+        let lost: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.expires <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in lost {
+            tracing::warn!(worker = %self.worker_name(&id), "worker lost: no heartbeat");
+            self.remove_worker(
+                &id,
+                "the worker was lost (no heartbeat) while running the call",
+                out,
+            );
+        }
+        let interval = self.settings.heartbeat_interval;
+        for (id, w) in &mut self.workers {
+            if w.next_heartbeat <= now {
+                w.next_heartbeat = now + interval;
+                out.push(Action::ToWorker {
+                    worker: id.clone(),
+                    key: None,
+                    frames: protocol::encode_broker_message(&BrokerMessage::Heartbeat),
+                });
+            }
+        }
+    }
+
+    /// The next instant at which [`Dispatcher::tick`] has work.
+    pub(crate) fn next_tick(&self) -> Option<Instant> {
+        let deadline = self.deadlines.peek().map(|Reverse((d, _))| *d);
+        let workers = self
+            .workers
+            .values()
+            .map(|w| w.expires.min(w.next_heartbeat))
+            .min();
+        match (deadline, workers) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// On shutdown: answers every request still queued or running, tells workers to go.
+    pub(crate) fn shutdown(&mut self, out: &mut Vec<Action>) {
+        for (_, job) in self.jobs.drain() {
+            if let Some(envelope) = job.envelope {
+                let err = Error::Unavailable("the server is shutting down".into());
+                out.push(Action::ToClient {
+                    envelope,
+                    reply: protocol::encode_reply(&Reply {
+                        id: job.id,
+                        outcome: Err(err),
+                    }),
+                });
+            }
+        }
+        self.queue.clear();
+        self.queued = 0;
+        let ids: Vec<WorkerId> = self.workers.keys().cloned().collect();
+        for id in ids {
+            self.disconnect(id, "the broker is shutting down", out);
+        }
+        self.workers.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings() -> Settings {
+        Settings {
+            name: "Rechner1".into(),
+            password: "geheim".into(),
+            timeout: Duration::from_secs(5),
+            queue_limit: 2,
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_liveness: 3,
+        }
+    }
+
+    fn ready(functions: &[&str], capacity: u32) -> Vec<Vec<u8>> {
+        protocol::encode_worker_message(&WorkerMessage::Ready(Ready {
+            password: "geheim".into(),
+            name: "w".into(),
+            capacity,
+            heartbeat_ms: 1000,
+            functions: functions
+                .iter()
+                .map(|n| FunctionInfo {
+                    name: (*n).into(),
+                    ..Default::default()
+                })
+                .collect(),
+        }))
+    }
+
+    fn client(id: u64, function: &str) -> Vec<Vec<u8>> {
+        let body = json!({"id": id, "password": "geheim", "function": function, "args": [1, 2]});
+        vec![
+            b"client".to_vec(),
+            Vec::new(),
+            body.to_string().into_bytes(),
+        ]
+    }
+
+    fn replies(out: &[Action]) -> Vec<Reply> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::ToClient { reply, .. } => Some(protocol::decode_reply(reply).unwrap()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sent_to_workers(out: &[Action]) -> Vec<(WorkerId, u64)> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::ToWorker {
+                    worker,
+                    key: Some(k),
+                    ..
+                } => Some((worker.clone(), *k)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn worker_reply(key: u64, value: Value) -> Vec<Vec<u8>> {
+        protocol::encode_worker_message(&WorkerMessage::Reply {
+            key,
+            outcome: Ok(value),
+        })
+    }
+
+    #[test]
+    fn fast_call_goes_to_the_idle_worker_not_behind_the_slow_one() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(settings());
+        let mut out = Vec::new();
+        d.worker_message(b"A".to_vec(), &ready(&["mul", "add"], 1), now, &mut out);
+        d.worker_message(b"B".to_vec(), &ready(&["mul", "add"], 1), now, &mut out);
+        out.clear();
+        d.client_message(client(1, "mul"), now, &mut out);
+        d.client_message(client(2, "add"), now, &mut out);
+        let sent = sent_to_workers(&out);
+        assert_eq!(sent.len(), 2, "both calls dispatched at once");
+        assert_ne!(sent[0].0, sent[1].0, "to different workers");
+        assert_eq!(d.queued(), 0);
+    }
+
+    #[test]
+    fn busy_workers_queue_then_feed_in_order() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(settings());
+        let mut out = Vec::new();
+        d.worker_message(b"A".to_vec(), &ready(&["add"], 1), now, &mut out);
+        d.client_message(client(1, "add"), now, &mut out);
+        d.client_message(client(2, "add"), now, &mut out);
+        d.client_message(client(3, "add"), now, &mut out);
+        assert_eq!(d.queued(), 2);
+        // The queue limit (2) is reached: the next request is refused at once.
+        out.clear();
+        d.client_message(client(4, "add"), now, &mut out);
+        let r = replies(&out);
+        assert!(
+            matches!(r[0].outcome, Err(Error::Overloaded { .. })),
+            "{r:?}"
+        );
+        out.clear();
+        let first = sent_to_workers(&{
+            let mut o = Vec::new();
+            d.client_message(client(9, "nope"), now, &mut o);
+            o
+        });
+        assert!(first.is_empty());
+        d.worker_message(b"A".to_vec(), &worker_reply(1, json!(3)), now, &mut out);
+        assert_eq!(replies(&out)[0].id, json!(1));
+        assert_eq!(
+            sent_to_workers(&out),
+            vec![(b"A".to_vec(), 2)],
+            "next in FIFO order"
+        );
+    }
+
+    #[test]
+    fn seed_errors_are_answered_at_once() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(settings());
+        let mut out = Vec::new();
+        d.worker_message(b"A".to_vec(), &ready(&["add"], 1), now, &mut out);
+        out.clear();
+        d.client_message(client(1, "missing"), now, &mut out);
+        let body = json!({"id": 2, "password": "wrong", "function": "add"}).to_string();
+        d.client_message(
+            vec![b"c".to_vec(), vec![], body.into_bytes()],
+            now,
+            &mut out,
+        );
+        d.client_message(vec![b"c".to_vec(), vec![], b"{".to_vec()], now, &mut out);
+        d.client_message(
+            vec![b"c".to_vec(), vec![], b"{}".to_vec(), b"x".to_vec()],
+            now,
+            &mut out,
+        );
+        d.client_message(client(5, "ping"), now, &mut out);
+        let r = replies(&out);
+        assert!(matches!(r[0].outcome, Err(Error::Name(_))));
+        assert!(matches!(r[1].outcome, Err(Error::Permission(_))));
+        assert!(matches!(r[2].outcome, Err(Error::Protocol(_))));
+        assert!(matches!(r[3].outcome, Err(Error::Protocol(_))));
+        assert_eq!(r[4].outcome, Ok(json!("Rechner1")));
+    }
+
+    #[test]
+    fn deadline_answers_caller_and_drops_the_late_reply() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(settings());
+        let mut out = Vec::new();
+        d.worker_message(b"A".to_vec(), &ready(&["add"], 1), now, &mut out);
+        d.client_message(client(1, "add"), now, &mut out);
+        d.client_message(client(2, "add"), now, &mut out);
+        out.clear();
+        assert!(d.next_tick().unwrap() <= now + Duration::from_secs(5));
+        let later = now + Duration::from_millis(5001);
+        // Keep the worker alive meanwhile.
+        d.worker_message(
+            b"A".to_vec(),
+            &protocol::encode_worker_message(&WorkerMessage::Heartbeat),
+            later,
+            &mut out,
+        );
+        d.tick(later, &mut out);
+        let r = replies(&out);
+        assert_eq!(r.len(), 2, "the running and the queued call both time out");
+        assert!(r
+            .iter()
+            .all(|r| matches!(r.outcome, Err(Error::Timeout(_)))));
+        out.clear();
+        d.worker_message(b"A".to_vec(), &worker_reply(1, json!(3)), later, &mut out);
+        assert!(replies(&out).is_empty(), "late reply dropped");
+        assert_eq!(d.queued(), 0);
+    }
+
+    #[test]
+    fn silent_worker_is_removed_and_its_caller_answered() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(settings());
+        let mut out = Vec::new();
+        d.worker_message(b"A".to_vec(), &ready(&["add"], 1), now, &mut out);
+        d.client_message(client(1, "add"), now, &mut out);
+        out.clear();
+        d.tick(now + Duration::from_millis(2999), &mut out);
+        assert_eq!(d.worker_count(), 1, "still within liveness x interval");
+        d.tick(now + Duration::from_millis(3000), &mut out);
+        assert_eq!(d.worker_count(), 0);
+        assert!(matches!(
+            replies(&out)[0].outcome,
+            Err(Error::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn workers_with_the_wrong_password_or_reserved_names_are_refused() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(settings());
+        let mut out = Vec::new();
+        d.worker_message(b"A".to_vec(), &ready(&["ping"], 1), now, &mut out);
+        let mut bad = ready(&["add"], 1);
+        bad[2] = String::from_utf8(bad[2].clone())
+            .unwrap()
+            .replace("geheim", "x")
+            .into_bytes();
+        d.worker_message(b"B".to_vec(), &bad, now, &mut out);
+        assert_eq!(d.worker_count(), 0);
+        assert_eq!(out.len(), 2, "each got a DISCONNECT");
+    }
+
+    #[test]
+    fn undeliverable_request_goes_to_another_worker() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(settings());
+        let mut out = Vec::new();
+        d.worker_message(b"A".to_vec(), &ready(&["add"], 1), now, &mut out);
+        d.client_message(client(1, "add"), now, &mut out);
+        let (to, key) = sent_to_workers(&out)[0].clone();
+        d.worker_message(b"B".to_vec(), &ready(&["add"], 1), now, &mut out);
+        out.clear();
+        d.undeliverable(&to, Some(key), now, &mut out);
+        assert_eq!(sent_to_workers(&out), vec![(b"B".to_vec(), key)]);
+        assert!(replies(&out).is_empty());
+    }
+
+    #[test]
+    fn passwords_compare_exactly() {
+        assert!(passwords_match("geheim", "geheim"));
+        assert!(!passwords_match("geheim", "geheim2"));
+        assert!(!passwords_match("", "x"));
+        assert!(passwords_match("", ""));
+    }
+}

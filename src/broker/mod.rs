@@ -1,0 +1,356 @@
+//! The load-balancing broker: a ROUTER for clients, a ROUTER for workers, one thread.
+//!
+//! The thread owns both sockets and a [`dispatch::Dispatcher`]; it moves messages
+//! between the sockets and the state machine and carries out the state machine's
+//! [`dispatch::Action`]s. See `dispatch` for the dispatch rule.
+
+pub(crate) mod dispatch;
+
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use dispatch::{Action, Dispatcher, Settings};
+
+use crate::config::{self, Env};
+use crate::error::Error;
+use crate::transport::{self, Curve, TcpOptions};
+
+/// Messages taken from one socket before the loop looks at the other, so neither side
+/// can starve the other.
+const BATCH: usize = 256;
+
+/// A standalone broker, as `zmq-rpc broker` runs it: clients connect to `port`, worker
+/// processes to `worker_port`.
+///
+/// ```no_run
+/// let broker = zmq_rpc::Broker::new("geheim", "cluster").start()?;
+/// println!("clients: {}, workers: {:?}", broker.client_endpoint(), broker.worker_endpoint());
+/// broker.wait()
+/// # ;Ok::<(), zmq_rpc::Error>(())
+/// ```
+pub struct Broker {
+    pub(crate) options: Options,
+    pub(crate) problem: Option<Error>,
+}
+
+/// Everything a broker thread needs.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    pub(crate) settings: Settings,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) worker_port: Option<u16>,
+    pub(crate) tcp: TcpOptions,
+    pub(crate) curve_secret_key: Option<String>,
+}
+
+impl Options {
+    /// Defaults, overridden by the environment (and `.env`).
+    pub(crate) fn from_env(password: String, name: String, env: &Env) -> Options {
+        Options {
+            settings: Settings {
+                name,
+                password,
+                timeout: env.timeout.unwrap_or(config::DEFAULT_TIMEOUT),
+                queue_limit: config::DEFAULT_QUEUE_LIMIT,
+                heartbeat_interval: config::DEFAULT_HEARTBEAT_INTERVAL,
+                heartbeat_liveness: config::DEFAULT_HEARTBEAT_LIVENESS,
+            },
+            host: env
+                .host
+                .clone()
+                .unwrap_or_else(|| config::DEFAULT_HOST.into()),
+            port: env.port.unwrap_or(config::DEFAULT_PORT),
+            worker_port: env.worker_port,
+            tcp: TcpOptions {
+                max_message_size: config::DEFAULT_MAX_MESSAGE_SIZE,
+                curve: Curve::Off,
+            },
+            curve_secret_key: env.curve_secret_key.clone(),
+        }
+    }
+}
+
+pub(crate) fn load_env() -> (Env, Option<Error>) {
+    match Env::load() {
+        Ok(env) => (env, None),
+        Err(e) => (Env::default(), Some(e)),
+    }
+}
+
+macro_rules! broker_setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty => |$o:ident, $v:ident| $body:expr;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(mut self, $v: $ty) -> Self {
+            let $o = &mut self.options;
+            $body;
+            self
+        }
+    )*};
+}
+pub(crate) use broker_setters;
+
+impl Broker {
+    /// A broker with the given password and name (`ping` returns the name). Host, ports,
+    /// timeout and CURVE key come from the environment or `.env`, else the defaults.
+    pub fn new(password: impl Into<String>, name: impl Into<String>) -> Broker {
+        let (env, problem) = load_env();
+        let mut options = Options::from_env(password.into(), name.into(), &env);
+        options.worker_port = Some(env.worker_port.unwrap_or(config::DEFAULT_WORKER_PORT));
+        Broker { options, problem }
+    }
+
+    broker_setters! {
+        /// Host to bind both endpoints on (`*` for all interfaces). Defaults to
+        /// `ZMQ_RPC_HOST` or `localhost`.
+        host: &str => |o, v| o.host = v.to_owned();
+        /// Port for clients; 0 picks a free one. Defaults to `ZMQ_RPC_PORT` or 8421.
+        port: u16 => |o, v| o.port = v;
+        /// Port for worker processes; 0 picks a free one. Defaults to
+        /// `ZMQ_RPC_WORKER_PORT` or 8422.
+        worker_port: u16 => |o, v| o.worker_port = Some(v);
+        /// The longest a call may take. Defaults to `ZMQ_RPC_TIMEOUT_MS` or 5000 ms.
+        timeout: Duration => |o, v| o.settings.timeout = v;
+        /// Requests that may wait for a worker before new ones get `OverloadError`.
+        /// Defaults to 10,000.
+        queue_limit: usize => |o, v| o.settings.queue_limit = v;
+        /// Largest message accepted on the TCP endpoints. Defaults to 4 MiB.
+        max_message_size: usize => |o, v| o.tcp.max_message_size = v;
+        /// Interval of heartbeats to workers. Defaults to 1 s.
+        heartbeat_interval: Duration => |o, v| o.settings.heartbeat_interval = v;
+        /// Missed heartbeats (at the worker's own interval) before a worker is lost.
+        /// Defaults to 3.
+        heartbeat_liveness: u32 => |o, v| o.settings.heartbeat_liveness = v;
+        /// Encrypts both endpoints with CURVE, given this broker's secret key (Z85).
+        /// Defaults to `ZMQ_RPC_CURVE_SECRET_KEY`, or plain TCP when that is unset.
+        curve_secret_key: &str => |o, v| o.curve_secret_key = Some(v.to_owned());
+    }
+
+    /// Binds both endpoints and starts the broker thread.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for invalid settings, [`Error::Transport`] when a bind fails
+    /// (the port is taken, say).
+    pub fn start(self) -> Result<BrokerHandle, Error> {
+        if let Some(e) = self.problem {
+            return Err(e);
+        }
+        spawn(&zmq::Context::new(), self.options)
+    }
+}
+
+/// A running broker. Dropping it stops the broker.
+pub struct BrokerHandle {
+    client_endpoint: String,
+    worker_endpoint: Option<String>,
+    inproc_endpoint: String,
+    control: Option<zmq::Socket>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BrokerHandle {
+    /// The bound client endpoint, as libzmq reports it (`tcp://127.0.0.1:8421`).
+    pub fn client_endpoint(&self) -> &str {
+        &self.client_endpoint
+    }
+
+    /// The bound client port (useful after binding port 0).
+    pub fn client_port(&self) -> u16 {
+        transport::endpoint_port(&self.client_endpoint).unwrap_or(0)
+    }
+
+    /// The bound TCP endpoint for worker processes, if any.
+    pub fn worker_endpoint(&self) -> Option<&str> {
+        self.worker_endpoint.as_deref()
+    }
+
+    /// The bound worker port, if any.
+    pub fn worker_port(&self) -> Option<u16> {
+        self.worker_endpoint
+            .as_deref()
+            .and_then(transport::endpoint_port)
+    }
+
+    pub(crate) fn inproc_endpoint(&self) -> &str {
+        &self.inproc_endpoint
+    }
+
+    /// Stops the broker: queued and running requests are answered with
+    /// `UnavailableError`, workers are told to go.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    /// Blocks until the broker stops.
+    pub fn wait(mut self) -> Result<(), Error> {
+        if let Some(t) = self.thread.take() {
+            t.join()
+                .map_err(|_| Error::Runtime("the broker thread panicked".into()))?;
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(control) = self.control.take() {
+            let _ = control.send("STOP", 0);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for BrokerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Binds the broker's sockets on `ctx` and starts its thread.
+pub(crate) fn spawn(ctx: &zmq::Context, mut options: Options) -> Result<BrokerHandle, Error> {
+    let s = &options.settings;
+    if s.timeout.is_zero() {
+        return Err(Error::Config("the timeout must be positive".into()));
+    }
+    if s.heartbeat_interval.is_zero() || s.heartbeat_liveness == 0 {
+        return Err(Error::Config(
+            "heartbeat interval and liveness must be positive".into(),
+        ));
+    }
+    if let Some(key) = &options.curve_secret_key {
+        options.tcp.curve = Curve::server(key)?;
+    }
+    let frontend_at = transport::bind_endpoint(&options.host, options.port);
+    let (frontend, client_endpoint) = transport::bind_frontend(ctx, &frontend_at, &options.tcp)?;
+    let inproc_endpoint = transport::unique_inproc("workers");
+    let worker_at = options
+        .worker_port
+        .map(|p| transport::bind_endpoint(&options.host, p));
+    let (backend, worker_endpoint) =
+        transport::bind_backend(ctx, &inproc_endpoint, worker_at.as_deref(), &options.tcp)?;
+    let (control, control_peer) = transport::pipe(ctx)?;
+    let name = options.settings.name.clone();
+    tracing::info!(
+        server = %name,
+        clients = %client_endpoint,
+        workers = worker_endpoint.as_deref().unwrap_or("inproc only"),
+        curve = !matches!(options.tcp.curve, Curve::Off),
+        "broker started"
+    );
+    let mut broker = Loop {
+        frontend,
+        backend,
+        control: control_peer,
+        dispatcher: Dispatcher::new(options.settings),
+    };
+    let thread = std::thread::Builder::new()
+        .name("zmq-rpc-broker".into())
+        .spawn(move || {
+            broker.run();
+            tracing::info!(server = %name, "broker stopped");
+        })
+        .map_err(|e| Error::Transport(format!("cannot start the broker thread: {e}")))?;
+    Ok(BrokerHandle {
+        client_endpoint,
+        worker_endpoint,
+        inproc_endpoint,
+        control: Some(control),
+        thread: Some(thread),
+    })
+}
+
+struct Loop {
+    frontend: zmq::Socket,
+    backend: zmq::Socket,
+    control: zmq::Socket,
+    dispatcher: Dispatcher,
+}
+
+impl Loop {
+    fn run(&mut self) {
+        let mut out = Vec::new();
+        loop {
+            let now = Instant::now();
+            let wait = self.dispatcher.next_tick().map_or(1000, |t| {
+                t.saturating_duration_since(now).as_millis().min(1000) as i64
+            });
+            let mut items = [
+                self.control.as_poll_item(zmq::POLLIN),
+                self.frontend.as_poll_item(zmq::POLLIN),
+                self.backend.as_poll_item(zmq::POLLIN),
+            ];
+            if let Err(e) = zmq::poll(&mut items, wait.max(1)) {
+                tracing::error!(error = %e, "broker poll failed");
+                break;
+            }
+            let (stop, clients, workers) = (
+                items[0].is_readable(),
+                items[1].is_readable(),
+                items[2].is_readable(),
+            );
+            if stop {
+                break;
+            }
+            if workers {
+                for _ in 0..BATCH {
+                    let Ok(mut frames) = self.backend.recv_multipart(zmq::DONTWAIT) else {
+                        break;
+                    };
+                    if frames.is_empty() {
+                        continue;
+                    }
+                    let id = frames.remove(0);
+                    self.dispatcher
+                        .worker_message(id, &frames, Instant::now(), &mut out);
+                    self.carry_out(&mut out);
+                }
+            }
+            if clients {
+                for _ in 0..BATCH {
+                    let Ok(frames) = self.frontend.recv_multipart(zmq::DONTWAIT) else {
+                        break;
+                    };
+                    self.dispatcher
+                        .client_message(frames, Instant::now(), &mut out);
+                    self.carry_out(&mut out);
+                }
+            }
+            self.dispatcher.tick(Instant::now(), &mut out);
+            self.carry_out(&mut out);
+        }
+        self.dispatcher.shutdown(&mut out);
+        self.carry_out(&mut out);
+    }
+
+    fn carry_out(&mut self, out: &mut Vec<Action>) {
+        while !out.is_empty() {
+            for action in std::mem::take(out) {
+                match action {
+                    Action::ToClient {
+                        mut envelope,
+                        reply,
+                    } => {
+                        envelope.push(reply);
+                        if let Err(e) = self.frontend.send_multipart(envelope, zmq::DONTWAIT) {
+                            // EHOSTUNREACH: the client has gone; EAGAIN: it does not read.
+                            tracing::warn!(error = %e, "reply dropped: the client cannot take it");
+                        }
+                    }
+                    Action::ToWorker {
+                        worker,
+                        key,
+                        frames,
+                    } => {
+                        let mut message = Vec::with_capacity(frames.len() + 1);
+                        message.push(worker.clone());
+                        message.extend(frames);
+                        if self.backend.send_multipart(message, zmq::DONTWAIT).is_err() {
+                            self.dispatcher
+                                .undeliverable(&worker, key, Instant::now(), out);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

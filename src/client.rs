@@ -1,0 +1,296 @@
+//! The synchronous client, and the macro that declares typed remote interfaces.
+
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::config::{self, Env};
+use crate::error::Error;
+use crate::protocol::{self, Request};
+use crate::transport::{self, Curve, TcpOptions};
+
+/// A connection to an RPC server (or standalone broker) that calls functions by name.
+///
+/// Calls are synchronous. The client is `Send` but not `Sync`: it owns one socket, so
+/// use one client per thread.
+///
+/// ```no_run
+/// use zmq_rpc::RpcClient;
+///
+/// let client = RpcClient::new("geheim", "localhost", 8421);
+/// let sum: i64 = client.call("add", (5, 7))?;
+/// assert_eq!(sum, 12);
+/// # Ok::<(), zmq_rpc::Error>(())
+/// ```
+pub struct RpcClient {
+    endpoint: String,
+    password: String,
+    timeout: Duration,
+    tcp: TcpOptions,
+    curve_server_key: Option<String>,
+    problem: Option<Error>,
+    ctx: zmq::Context,
+    socket: RefCell<Option<zmq::Socket>>,
+    next_id: Cell<u64>,
+    /// Distinguishes this client's ids from an earlier client's replies on a reused port.
+    id_prefix: String,
+}
+
+/// One entry of `list_functions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteFunction {
+    /// The registered name.
+    pub name: String,
+    /// The description, empty when none was given.
+    #[serde(default)]
+    pub description: String,
+    /// Number of positional parameters; `None` for a raw function.
+    #[serde(default)]
+    pub params: Option<u32>,
+    /// Declared parameter names (keyword arguments), possibly empty.
+    #[serde(default)]
+    pub param_names: Vec<String>,
+    /// Whether the function is registered as idempotent.
+    #[serde(default)]
+    pub idempotent: bool,
+    /// How many workers serve it.
+    #[serde(default)]
+    pub workers: u32,
+}
+
+impl RpcClient {
+    /// A client for `tcp://HOST:PORT`. Nothing is sent until the first call. The timeout
+    /// and CURVE key come from `ZMQ_RPC_TIMEOUT_MS` and `ZMQ_RPC_CURVE_SERVER_KEY`
+    /// (environment or `.env`) unless set with the methods below.
+    pub fn new(password: impl Into<String>, host: &str, port: u16) -> RpcClient {
+        RpcClient::with_endpoint(password, &config::tcp_endpoint(host, port))
+    }
+
+    /// A client for any ZeroMQ endpoint (`tcp://`, `ipc://`).
+    pub fn with_endpoint(password: impl Into<String>, endpoint: &str) -> RpcClient {
+        let (env, problem) = match Env::load() {
+            Ok(env) => (env, None),
+            Err(e) => (Env::default(), Some(e)),
+        };
+        RpcClient {
+            endpoint: endpoint.to_owned(),
+            password: password.into(),
+            timeout: env.timeout.unwrap_or(config::DEFAULT_TIMEOUT),
+            tcp: TcpOptions {
+                max_message_size: config::DEFAULT_MAX_MESSAGE_SIZE,
+                curve: Curve::Off,
+            },
+            curve_server_key: env.curve_server_key,
+            problem,
+            ctx: zmq::Context::new(),
+            socket: RefCell::new(None),
+            next_id: Cell::new(1),
+            id_prefix: format!("{:08x}", fastrand::u32(..)),
+        }
+    }
+
+    /// How long a call waits for its reply; sent to the server as the call's deadline.
+    /// Defaults to `ZMQ_RPC_TIMEOUT_MS` or 5000 ms.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Encrypts with CURVE, given the server's public key (Z85). Defaults to
+    /// `ZMQ_RPC_CURVE_SERVER_KEY`, or plain TCP when that is unset.
+    pub fn curve_server_key(mut self, public_z85: impl Into<String>) -> Self {
+        self.curve_server_key = Some(public_z85.into());
+        *self.socket.get_mut() = None;
+        self
+    }
+
+    /// Largest reply accepted. Defaults to 4 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.tcp.max_message_size = bytes;
+        *self.socket.get_mut() = None;
+        self
+    }
+
+    /// The endpoint this client calls.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Calls `function` with positional `args` and converts the result to `T`.
+    ///
+    /// `args` is a tuple (`(5, 7)`, `(x,)`, `()`), an array or `Vec`, or a single
+    /// value for a one-parameter function. (A `Vec` is spread into positional
+    /// arguments; wrap it as `(v,)` to pass one list.)
+    ///
+    /// # Errors
+    /// Every [`Error`] kind: the server's (`Name`, `Permission`, `Runtime`, `Type`, ...),
+    /// `Timeout` when no reply comes in time, `Type` when the result does not fit `T`.
+    pub fn call<T: DeserializeOwned>(
+        &self,
+        function: &str,
+        args: impl Serialize,
+    ) -> Result<T, Error> {
+        let args = match serde_json::to_value(args)
+            .map_err(|e| Error::Type(format!("the arguments cannot be encoded as JSON: {e}")))?
+        {
+            Value::Array(a) => a,
+            Value::Null => Vec::new(),
+            single => vec![single],
+        };
+        let value = self.call_with(function, args, Map::new())?;
+        serde_json::from_value(value).map_err(|e| {
+            Error::Type(format!(
+                "the result of '{function}' does not fit the expected type: {e}"
+            ))
+        })
+    }
+
+    /// Calls `function` with JSON positional and keyword arguments; returns the raw result.
+    ///
+    /// # Errors
+    /// As [`RpcClient::call`].
+    pub fn call_with(
+        &self,
+        function: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> Result<Value, Error> {
+        if let Some(e) = &self.problem {
+            return Err(e.clone());
+        }
+        let deadline = Instant::now() + self.timeout;
+        let id = format!("{}-{}", self.id_prefix, self.next_id.get());
+        self.next_id.set(self.next_id.get() + 1);
+        let request = Request {
+            id: Some(Value::String(id.clone())),
+            password: self.password.clone(),
+            function: function.to_owned(),
+            args,
+            kwargs,
+            timeout_ms: Some(u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)),
+        };
+        let mut slot = self.socket.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(self.connect()?);
+        }
+        let socket = slot.as_ref().expect("socket was just set");
+        let frames: [&[u8]; 2] = [b"", &protocol::encode_request(&request)];
+        socket
+            .send_multipart(frames, zmq::DONTWAIT)
+            .map_err(|e| Error::Transport(format!("cannot send to {}: {e}", self.endpoint)))?;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ready = socket.poll(zmq::POLLIN, left.as_millis() as i64)?;
+            if ready == 0 {
+                // Drop the socket: a request still queued for an unreachable server must
+                // not be delivered later, and late replies must not reach the next call.
+                *slot = None;
+                return Err(Error::Timeout(format!(
+                    "no reply from {} within {} ms",
+                    self.endpoint,
+                    self.timeout.as_millis()
+                )));
+            }
+            let frames = socket.recv_multipart(0)?;
+            let body = match frames.as_slice() {
+                [empty, body] if empty.is_empty() => body,
+                _ => {
+                    tracing::warn!(
+                        frames = frames.len(),
+                        "ignoring a reply that is not [empty, body]"
+                    );
+                    continue;
+                }
+            };
+            let reply = protocol::decode_reply(body)?;
+            if reply.id != Value::String(id.clone()) {
+                tracing::debug!(id = %reply.id, "ignoring a late reply to an earlier call");
+                continue;
+            }
+            return reply.outcome;
+        }
+    }
+
+    /// The built-in health check: the server's name.
+    ///
+    /// # Errors
+    /// As [`RpcClient::call`].
+    pub fn ping(&self) -> Result<String, Error> {
+        self.call(protocol::BUILTIN_PING, ())
+    }
+
+    /// The built-in introspection call: every registered function, sorted by name.
+    ///
+    /// # Errors
+    /// As [`RpcClient::call`].
+    pub fn list_functions(&self) -> Result<Vec<RemoteFunction>, Error> {
+        self.call(protocol::BUILTIN_LIST, ())
+    }
+
+    fn connect(&self) -> Result<zmq::Socket, Error> {
+        let mut tcp = self.tcp.clone();
+        if let Some(key) = &self.curve_server_key {
+            tcp.curve = Curve::client(key)?;
+        }
+        transport::connect_client(&self.ctx, &self.endpoint, &tcp)
+    }
+}
+
+/// Declares a typed interface to remote functions: a struct wrapping an [`RpcClient`]
+/// with one method per function, named as the function is registered.
+///
+/// ```no_run
+/// zmq_rpc::remote_interface! {
+///     /// The seed's calculator.
+///     pub struct Calculator {
+///         /// Adds two numbers.
+///         fn add(a: i64, b: i64) -> i64;
+///         /// Multiplies, slowly.
+///         fn mul(a: i64, b: i64) -> i64;
+///     }
+/// }
+///
+/// let calc = Calculator::new(zmq_rpc::RpcClient::new("geheim", "localhost", 8421));
+/// println!("5 + 7 = {}", calc.add(5, 7)?);
+/// # Ok::<(), zmq_rpc::Error>(())
+/// ```
+#[macro_export]
+macro_rules! remote_interface {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $(
+                $(#[$fmeta:meta])*
+                fn $method:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $ret:ty ;
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            client: $crate::RpcClient,
+        }
+
+        impl $name {
+            /// Wraps a client.
+            $vis fn new(client: $crate::RpcClient) -> Self {
+                Self { client }
+            }
+
+            /// The underlying client (for `ping`, `list_functions`, raw calls).
+            #[allow(dead_code)]
+            $vis fn client(&self) -> &$crate::RpcClient {
+                &self.client
+            }
+
+            $(
+                $(#[$fmeta])*
+                $vis fn $method(&self, $($arg: $ty),*) -> $crate::Result<$ret> {
+                    self.client.call(stringify!($method), ($($arg,)*))
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,719 @@
+//! The wire protocol: bytes to typed messages and back. No sockets, clocks or threads.
+//!
+//! Two protocols, both specified in `docs/protocol.md`:
+//! - the **client protocol**: one UTF-8 JSON frame each way ([`Request`], [`Reply`]);
+//! - the **worker protocol** between broker and workers: multipart messages that start
+//!   with [`WORKER_PROTOCOL`] and a command name ([`WorkerMessage`], [`BrokerMessage`]).
+//!
+//! Every decode path returns `Result<_, Error>` with [`Error::Protocol`]; nothing here
+//! panics on bytes from the network. Encoding is canonical (fixed field order, empty
+//! optional fields left out), so golden vectors decode and re-encode to the same bytes.
+
+use serde_json::{json, Map, Value};
+
+use crate::error::Error;
+
+/// The first frame of every worker-protocol message (after the ROUTER's identity).
+pub const WORKER_PROTOCOL: &[u8] = b"ZRPC-W1";
+
+/// Names of the built-in functions, answered by the broker itself. Workers may not
+/// register these names.
+pub const BUILTIN_PING: &str = "ping";
+/// The introspection built-in: lists the registered functions.
+pub const BUILTIN_LIST: &str = "list_functions";
+/// All reserved names.
+pub const RESERVED_NAMES: &[&str] = &[BUILTIN_PING, BUILTIN_LIST];
+
+/// A client's call, as it travels from client to broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The caller's correlation id, echoed in the reply; a JSON scalar or absent.
+    pub id: Option<Value>,
+    /// The shared secret.
+    pub password: String,
+    /// The function's registered name (alias).
+    pub function: String,
+    /// Positional arguments.
+    pub args: Vec<Value>,
+    /// Keyword arguments.
+    pub kwargs: Map<String, Value>,
+    /// The time the client will still wait, in milliseconds, when it sent the request.
+    pub timeout_ms: Option<u64>,
+}
+
+/// A request that could not be decoded, with whatever id could be read from it so the
+/// error reply can still be matched by the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRequest {
+    /// The request's id if one was readable, else `null`.
+    pub id: Value,
+    /// Always [`Error::Protocol`].
+    pub error: Error,
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// The request's id, or `null` when it had none or could not be read.
+    pub id: Value,
+    /// The function's result, or the error.
+    pub outcome: Result<Value, Error>,
+}
+
+/// What the broker hands a worker: one call, without the password (the broker checked it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// The function's registered name.
+    pub function: String,
+    /// Positional arguments.
+    pub args: Vec<Value>,
+    /// Keyword arguments.
+    pub kwargs: Map<String, Value>,
+    /// Time left until the caller gives up, in milliseconds, when the broker sent it.
+    pub timeout_ms: Option<u64>,
+}
+
+/// How a worker describes one of its functions when it registers.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FunctionInfo {
+    /// The registered name (alias).
+    pub name: String,
+    /// Free text, the seed's docstring; empty when none was given.
+    pub description: String,
+    /// Number of positional parameters, or `None` for a raw function taking any.
+    pub params: Option<u32>,
+    /// Parameter names, when declared (enables keyword arguments); may be empty.
+    pub param_names: Vec<String>,
+    /// Whether a call may safely run again on another worker if its worker is lost.
+    pub idempotent: bool,
+}
+
+/// A worker's registration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ready {
+    /// The shared secret; the broker refuses workers that do not know it.
+    pub password: String,
+    /// A name for logs (host and process, say).
+    pub name: String,
+    /// How many calls the worker runs at once (its executor threads).
+    pub capacity: u32,
+    /// The interval at which the worker sends heartbeats, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// The functions it serves.
+    pub functions: Vec<FunctionInfo>,
+}
+
+/// A message from a worker to the broker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerMessage {
+    /// Registration; must be the worker's first message.
+    Ready(Ready),
+    /// The outcome of the request with this key.
+    Reply {
+        /// The broker's key from the matching [`BrokerMessage::Request`].
+        key: u64,
+        /// The result or error.
+        outcome: Result<Value, Error>,
+    },
+    /// The worker is alive.
+    Heartbeat,
+    /// The worker is leaving.
+    Disconnect {
+        /// Why, for logs.
+        reason: String,
+    },
+}
+
+/// A message from the broker to a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrokerMessage {
+    /// Run this call and answer with a reply carrying `key`.
+    Request {
+        /// The broker's key for this request; opaque to the worker.
+        key: u64,
+        /// What to run.
+        call: Call,
+    },
+    /// The broker is alive.
+    Heartbeat,
+    /// The broker drops this worker (wrong password, unknown worker, shutdown).
+    Disconnect {
+        /// Why, for logs.
+        reason: String,
+    },
+}
+
+const CMD_READY: &[u8] = b"READY";
+const CMD_REQUEST: &[u8] = b"REQUEST";
+const CMD_REPLY: &[u8] = b"REPLY";
+const CMD_HEARTBEAT: &[u8] = b"HEARTBEAT";
+const CMD_DISCONNECT: &[u8] = b"DISCONNECT";
+
+fn protocol_error(msg: impl Into<String>) -> Error {
+    Error::Protocol(msg.into())
+}
+
+fn parse_object(bytes: &[u8], what: &str) -> Result<Map<String, Value>, Error> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| protocol_error(format!("{what} is not valid UTF-8")))?;
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(protocol_error(format!("{what} must be a JSON object"))),
+        Err(e) => Err(protocol_error(format!("{what} is not valid JSON: {e}"))),
+    }
+}
+
+fn to_bytes(value: &Value) -> Vec<u8> {
+    // Serializing a `Value` cannot fail: its keys are strings and it holds no floats
+    // that JSON cannot express (serde_json never builds NaN into a Value).
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn field_str(map: &Map<String, Value>, name: &str) -> Result<String, Error> {
+    match map.get(name) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(protocol_error(format!("field `{name}` must be a string"))),
+        None => Err(protocol_error(format!("field `{name}` is required"))),
+    }
+}
+
+fn field_opt_u64(map: &Map<String, Value>, name: &str) -> Result<Option<u64>, Error> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            protocol_error(format!("field `{name}` must be a non-negative integer"))
+        }),
+    }
+}
+
+fn field_args(map: &Map<String, Value>) -> Result<Vec<Value>, Error> {
+    match map.get("args") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => Ok(a.clone()),
+        Some(_) => Err(protocol_error("field `args` must be an array")),
+    }
+}
+
+fn field_kwargs(map: &Map<String, Value>) -> Result<Map<String, Value>, Error> {
+    match map.get("kwargs") {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(_) => Err(protocol_error("field `kwargs` must be an object")),
+    }
+}
+
+/// Decodes a client request frame.
+///
+/// # Errors
+/// A [`BadRequest`] carrying [`Error::Protocol`] and the id, when one was readable.
+pub fn decode_request(frame: &[u8]) -> Result<Request, BadRequest> {
+    let map = parse_object(frame, "request").map_err(|error| BadRequest {
+        id: Value::Null,
+        error,
+    })?;
+    let id = map.get("id").cloned();
+    let bad = |error: Error| BadRequest {
+        id: match &id {
+            Some(v) if is_scalar(v) => v.clone(),
+            _ => Value::Null,
+        },
+        error,
+    };
+    if let Some(v) = &id {
+        if !is_scalar(v) {
+            return Err(bad(protocol_error(
+                "field `id` must be a string, number, boolean or null",
+            )));
+        }
+    }
+    Ok(Request {
+        password: field_str(&map, "password").map_err(bad)?,
+        function: field_str(&map, "function").map_err(bad)?,
+        args: field_args(&map).map_err(bad)?,
+        kwargs: field_kwargs(&map).map_err(bad)?,
+        timeout_ms: field_opt_u64(&map, "timeout_ms").map_err(bad)?,
+        id,
+    })
+}
+
+fn is_scalar(v: &Value) -> bool {
+    !matches!(v, Value::Array(_) | Value::Object(_))
+}
+
+/// Encodes a client request frame (canonical form).
+pub fn encode_request(req: &Request) -> Vec<u8> {
+    let mut map = Map::new();
+    if let Some(id) = &req.id {
+        map.insert("id".into(), id.clone());
+    }
+    map.insert("password".into(), Value::String(req.password.clone()));
+    map.insert("function".into(), Value::String(req.function.clone()));
+    map.insert("args".into(), Value::Array(req.args.clone()));
+    if !req.kwargs.is_empty() {
+        map.insert("kwargs".into(), Value::Object(req.kwargs.clone()));
+    }
+    if let Some(t) = req.timeout_ms {
+        map.insert("timeout_ms".into(), t.into());
+    }
+    to_bytes(&Value::Object(map))
+}
+
+fn outcome_to_map(outcome: &Result<Value, Error>, map: &mut Map<String, Value>) {
+    match outcome {
+        Ok(v) => {
+            map.insert("result".into(), v.clone());
+        }
+        Err(e) => {
+            let mut err = Map::new();
+            err.insert("type".into(), e.kind_name().into());
+            err.insert("message".into(), e.message().into());
+            if let Error::Overloaded { retry_after, .. } = e {
+                let ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
+                err.insert("retry_after_ms".into(), ms.into());
+            }
+            map.insert("error".into(), Value::Object(err));
+        }
+    }
+}
+
+fn outcome_from_map(map: &Map<String, Value>) -> Result<Result<Value, Error>, Error> {
+    match (map.get("result"), map.get("error")) {
+        (Some(v), None) => Ok(Ok(v.clone())),
+        (None, Some(Value::Object(err))) => {
+            let kind = field_str(err, "type")?;
+            let message = field_str(err, "message")?;
+            let retry = field_opt_u64(err, "retry_after_ms")?;
+            Ok(Err(Error::from_wire(&kind, message, retry)))
+        }
+        (None, Some(_)) => Err(protocol_error("field `error` must be an object")),
+        (Some(_), Some(_)) => Err(protocol_error(
+            "a reply has either `result` or `error`, not both",
+        )),
+        (None, None) => Err(protocol_error("a reply needs `result` or `error`")),
+    }
+}
+
+/// Encodes a client reply frame (canonical form).
+pub fn encode_reply(reply: &Reply) -> Vec<u8> {
+    let mut map = Map::new();
+    map.insert("id".into(), reply.id.clone());
+    outcome_to_map(&reply.outcome, &mut map);
+    to_bytes(&Value::Object(map))
+}
+
+/// Decodes a client reply frame.
+///
+/// # Errors
+/// [`Error::Protocol`] when the frame is not a reply.
+pub fn decode_reply(frame: &[u8]) -> Result<Reply, Error> {
+    let map = parse_object(frame, "reply")?;
+    Ok(Reply {
+        id: map.get("id").cloned().unwrap_or(Value::Null),
+        outcome: outcome_from_map(&map)?,
+    })
+}
+
+/// The introspection entry for one function, as `list_functions` returns it (less
+/// `workers`, which the broker adds).
+pub fn function_info_json(f: &FunctionInfo) -> Value {
+    let mut map = Map::new();
+    map.insert("name".into(), f.name.clone().into());
+    map.insert("description".into(), f.description.clone().into());
+    map.insert(
+        "params".into(),
+        f.params.map(Value::from).unwrap_or(Value::Null),
+    );
+    map.insert("param_names".into(), json!(f.param_names));
+    map.insert("idempotent".into(), f.idempotent.into());
+    Value::Object(map)
+}
+
+fn function_info_from_value(v: &Value) -> Result<FunctionInfo, Error> {
+    let Value::Object(map) = v else {
+        return Err(protocol_error("each of `functions` must be an object"));
+    };
+    let params = match map.get("params") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| protocol_error("field `params` must be a small integer"))?,
+        ),
+    };
+    let param_names = match map.get("param_names") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|n| {
+                n.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| protocol_error("field `param_names` must hold strings"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(protocol_error("field `param_names` must be an array")),
+    };
+    let description = match map.get("description") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(protocol_error("field `description` must be a string")),
+    };
+    Ok(FunctionInfo {
+        name: field_str(map, "name")?,
+        description,
+        params,
+        param_names,
+        idempotent: map
+            .get("idempotent")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })
+}
+
+fn call_to_value(call: &Call) -> Value {
+    let mut map = Map::new();
+    map.insert("function".into(), call.function.clone().into());
+    map.insert("args".into(), Value::Array(call.args.clone()));
+    if !call.kwargs.is_empty() {
+        map.insert("kwargs".into(), Value::Object(call.kwargs.clone()));
+    }
+    if let Some(t) = call.timeout_ms {
+        map.insert("timeout_ms".into(), t.into());
+    }
+    Value::Object(map)
+}
+
+fn call_from_bytes(bytes: &[u8]) -> Result<Call, Error> {
+    let map = parse_object(bytes, "call")?;
+    Ok(Call {
+        function: field_str(&map, "function")?,
+        args: field_args(&map)?,
+        kwargs: field_kwargs(&map)?,
+        timeout_ms: field_opt_u64(&map, "timeout_ms")?,
+    })
+}
+
+fn key_to_frame(key: u64) -> Vec<u8> {
+    key.to_string().into_bytes()
+}
+
+fn key_from_frame(frame: &[u8]) -> Result<u64, Error> {
+    std::str::from_utf8(frame)
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| protocol_error("request key must be a decimal integer"))
+}
+
+/// Splits a worker-protocol message into its command and the frames after it, checking
+/// the protocol frame and the frame count.
+fn split_command(frames: &[Vec<u8>]) -> Result<(&[u8], &[Vec<u8>]), Error> {
+    match frames {
+        [proto, cmd, rest @ ..] if proto.as_slice() == WORKER_PROTOCOL => Ok((cmd, rest)),
+        [_, _, ..] => Err(protocol_error("not a ZRPC-W1 message")),
+        _ => Err(protocol_error("worker message too short")),
+    }
+}
+
+fn expect_frames(rest: &[Vec<u8>], n: usize, cmd: &str) -> Result<(), Error> {
+    if rest.len() == n {
+        Ok(())
+    } else {
+        Err(protocol_error(format!(
+            "{cmd} takes {n} frame(s) after the command, got {}",
+            rest.len()
+        )))
+    }
+}
+
+fn disconnect_frames(reason: &str) -> Vec<Vec<u8>> {
+    vec![
+        WORKER_PROTOCOL.to_vec(),
+        CMD_DISCONNECT.to_vec(),
+        to_bytes(&json!({ "reason": reason })),
+    ]
+}
+
+fn disconnect_reason(rest: &[Vec<u8>]) -> Result<String, Error> {
+    match rest {
+        [] => Ok(String::new()),
+        [body] => {
+            let map = parse_object(body, "disconnect")?;
+            Ok(map
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned())
+        }
+        _ => Err(protocol_error("DISCONNECT takes at most one frame")),
+    }
+}
+
+/// Encodes a message from a worker to the broker.
+pub fn encode_worker_message(msg: &WorkerMessage) -> Vec<Vec<u8>> {
+    let head = |cmd: &[u8]| vec![WORKER_PROTOCOL.to_vec(), cmd.to_vec()];
+    match msg {
+        WorkerMessage::Ready(r) => {
+            let mut frames = head(CMD_READY);
+            let functions: Vec<Value> = r.functions.iter().map(function_info_json).collect();
+            frames.push(to_bytes(&json!({
+                "password": r.password,
+                "name": r.name,
+                "capacity": r.capacity,
+                "heartbeat_ms": r.heartbeat_ms,
+                "functions": functions,
+            })));
+            frames
+        }
+        WorkerMessage::Reply { key, outcome } => {
+            let mut frames = head(CMD_REPLY);
+            frames.push(key_to_frame(*key));
+            let mut map = Map::new();
+            outcome_to_map(outcome, &mut map);
+            frames.push(to_bytes(&Value::Object(map)));
+            frames
+        }
+        WorkerMessage::Heartbeat => head(CMD_HEARTBEAT),
+        WorkerMessage::Disconnect { reason } => disconnect_frames(reason),
+    }
+}
+
+/// Decodes a message from a worker (the frames after the ROUTER's identity frame).
+///
+/// # Errors
+/// [`Error::Protocol`] when the frames are not a valid worker message.
+pub fn decode_worker_message(frames: &[Vec<u8>]) -> Result<WorkerMessage, Error> {
+    let (cmd, rest) = split_command(frames)?;
+    match cmd {
+        CMD_READY => {
+            expect_frames(rest, 1, "READY")?;
+            let map = parse_object(&rest[0], "READY body")?;
+            let capacity = map
+                .get("capacity")
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| protocol_error("field `capacity` must be a positive integer"))?;
+            let heartbeat_ms = field_opt_u64(&map, "heartbeat_ms")?
+                .ok_or_else(|| protocol_error("field `heartbeat_ms` is required"))?;
+            let functions = match map.get("functions") {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(function_info_from_value)
+                    .collect::<Result<_, _>>()?,
+                _ => return Err(protocol_error("field `functions` must be an array")),
+            };
+            Ok(WorkerMessage::Ready(Ready {
+                password: field_str(&map, "password")?,
+                name: field_str(&map, "name")?,
+                capacity,
+                heartbeat_ms,
+                functions,
+            }))
+        }
+        CMD_REPLY => {
+            expect_frames(rest, 2, "REPLY")?;
+            let key = key_from_frame(&rest[0])?;
+            let map = parse_object(&rest[1], "REPLY body")?;
+            Ok(WorkerMessage::Reply {
+                key,
+                outcome: outcome_from_map(&map)?,
+            })
+        }
+        CMD_HEARTBEAT => {
+            expect_frames(rest, 0, "HEARTBEAT")?;
+            Ok(WorkerMessage::Heartbeat)
+        }
+        CMD_DISCONNECT => Ok(WorkerMessage::Disconnect {
+            reason: disconnect_reason(rest)?,
+        }),
+        _ => Err(protocol_error(format!(
+            "unknown worker command {:?}",
+            String::from_utf8_lossy(cmd)
+        ))),
+    }
+}
+
+/// Encodes a message from the broker to a worker (without the identity frame).
+pub fn encode_broker_message(msg: &BrokerMessage) -> Vec<Vec<u8>> {
+    let head = |cmd: &[u8]| vec![WORKER_PROTOCOL.to_vec(), cmd.to_vec()];
+    match msg {
+        BrokerMessage::Request { key, call } => {
+            let mut frames = head(CMD_REQUEST);
+            frames.push(key_to_frame(*key));
+            frames.push(to_bytes(&call_to_value(call)));
+            frames
+        }
+        BrokerMessage::Heartbeat => head(CMD_HEARTBEAT),
+        BrokerMessage::Disconnect { reason } => disconnect_frames(reason),
+    }
+}
+
+/// Decodes a message from the broker, as a worker's DEALER receives it.
+///
+/// # Errors
+/// [`Error::Protocol`] when the frames are not a valid broker message.
+pub fn decode_broker_message(frames: &[Vec<u8>]) -> Result<BrokerMessage, Error> {
+    let (cmd, rest) = split_command(frames)?;
+    match cmd {
+        CMD_REQUEST => {
+            expect_frames(rest, 2, "REQUEST")?;
+            Ok(BrokerMessage::Request {
+                key: key_from_frame(&rest[0])?,
+                call: call_from_bytes(&rest[1])?,
+            })
+        }
+        CMD_HEARTBEAT => {
+            expect_frames(rest, 0, "HEARTBEAT")?;
+            Ok(BrokerMessage::Heartbeat)
+        }
+        CMD_DISCONNECT => Ok(BrokerMessage::Disconnect {
+            reason: disconnect_reason(rest)?,
+        }),
+        _ => Err(protocol_error(format!(
+            "unknown broker command {:?}",
+            String::from_utf8_lossy(cmd)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_err(frame: &[u8]) -> BadRequest {
+        decode_request(frame).expect_err("should be refused")
+    }
+
+    #[test]
+    fn minimal_request_decodes_with_defaults() {
+        let r = decode_request(br#"{"password":"p","function":"f"}"#).unwrap();
+        assert_eq!(r.id, None);
+        assert!(r.args.is_empty() && r.kwargs.is_empty() && r.timeout_ms.is_none());
+    }
+
+    #[test]
+    fn malformed_requests_name_the_problem_and_keep_the_id() {
+        assert!(decode_err(b"\xff\xfe").error.message().contains("UTF-8"));
+        assert!(decode_err(b"not json")
+            .error
+            .message()
+            .contains("not valid JSON"));
+        assert!(decode_err(b"[1,2]").error.message().contains("JSON object"));
+        let e = decode_err(br#"{"id":7,"function":"f"}"#);
+        assert_eq!(e.id, json!(7));
+        assert_eq!(
+            e.error,
+            Error::Protocol("field `password` is required".into())
+        );
+        let e = decode_err(br#"{"id":"a","password":"p","function":3}"#);
+        assert_eq!(e.id, json!("a"));
+        assert!(e.error.message().contains("`function` must be a string"));
+        let e = decode_err(br#"{"password":"p","function":"f","args":{}}"#);
+        assert!(e.error.message().contains("`args` must be an array"));
+        let e = decode_err(br#"{"password":"p","function":"f","kwargs":[]}"#);
+        assert!(e.error.message().contains("`kwargs` must be an object"));
+        let e = decode_err(br#"{"id":[1],"password":"p","function":"f"}"#);
+        assert_eq!(e.id, Value::Null);
+        let e = decode_err(br#"{"password":"p","function":"f","timeout_ms":-1}"#);
+        assert!(e.error.message().contains("timeout_ms"));
+    }
+
+    #[test]
+    fn reply_round_trips_including_overload_hint() {
+        let reply = Reply {
+            id: json!(1),
+            outcome: Err(Error::Overloaded {
+                message: "queue full".into(),
+                retry_after: std::time::Duration::from_millis(100),
+            }),
+        };
+        assert_eq!(decode_reply(&encode_reply(&reply)).unwrap(), reply);
+        assert!(decode_reply(br#"{"id":1}"#).is_err());
+        assert!(decode_reply(br#"{"id":1,"result":1,"error":{}}"#).is_err());
+        assert!(decode_reply(br#"{"id":1,"error":{"type":"X"}}"#).is_err());
+    }
+
+    #[test]
+    fn worker_messages_round_trip() {
+        let msgs = [
+            WorkerMessage::Ready(Ready {
+                password: "p".into(),
+                name: "w".into(),
+                capacity: 4,
+                heartbeat_ms: 1000,
+                functions: vec![FunctionInfo {
+                    name: "add".into(),
+                    description: "adds".into(),
+                    params: Some(2),
+                    param_names: vec!["a".into(), "b".into()],
+                    idempotent: true,
+                }],
+            }),
+            WorkerMessage::Reply {
+                key: 42,
+                outcome: Ok(json!(12)),
+            },
+            WorkerMessage::Reply {
+                key: 43,
+                outcome: Err(Error::Runtime("boom".into())),
+            },
+            WorkerMessage::Heartbeat,
+            WorkerMessage::Disconnect {
+                reason: "bye".into(),
+            },
+        ];
+        for m in msgs {
+            assert_eq!(
+                decode_worker_message(&encode_worker_message(&m)).unwrap(),
+                m
+            );
+        }
+        let b = BrokerMessage::Request {
+            key: 9,
+            call: Call {
+                function: "add".into(),
+                args: vec![json!(1), json!(2)],
+                kwargs: Map::new(),
+                timeout_ms: Some(500),
+            },
+        };
+        assert_eq!(
+            decode_broker_message(&encode_broker_message(&b)).unwrap(),
+            b
+        );
+    }
+
+    #[test]
+    fn bad_worker_frames_are_errors_not_panics() {
+        let cases: Vec<Vec<Vec<u8>>> = vec![
+            vec![],
+            vec![b"ZRPC-W1".to_vec()],
+            vec![b"MDPW01".to_vec(), b"READY".to_vec()],
+            vec![b"ZRPC-W1".to_vec(), b"READY".to_vec()],
+            vec![b"ZRPC-W1".to_vec(), b"READY".to_vec(), b"{}".to_vec()],
+            vec![
+                b"ZRPC-W1".to_vec(),
+                b"REPLY".to_vec(),
+                b"x".to_vec(),
+                b"{}".to_vec(),
+            ],
+            vec![
+                b"ZRPC-W1".to_vec(),
+                b"REPLY".to_vec(),
+                b"1".to_vec(),
+                b"{}".to_vec(),
+            ],
+            vec![b"ZRPC-W1".to_vec(), b"HEARTBEAT".to_vec(), b"x".to_vec()],
+            vec![b"ZRPC-W1".to_vec(), b"NOPE".to_vec()],
+        ];
+        for frames in cases {
+            assert!(matches!(
+                decode_worker_message(&frames),
+                Err(Error::Protocol(_))
+            ));
+        }
+        assert!(decode_broker_message(&[b"ZRPC-W1".to_vec(), b"REQUEST".to_vec()]).is_err());
+        assert!(key_from_frame(b"+1").is_err());
+        assert!(key_from_frame(b"99999999999999999999999").is_err());
+    }
+}

@@ -1,0 +1,197 @@
+//! `RpcServer`, the seed's server: a broker and a pool of local worker threads in one
+//! process.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::broker::{self, broker_setters, Options};
+use crate::error::Error;
+use crate::worker::{self, IntoFunction, IntoOutcome, Registration, Setup};
+use crate::{config, BrokerHandle, WorkerHandle};
+
+/// The seed's `RPCServer`: register functions, then [`RpcServer::serve_forever`].
+///
+/// ```no_run
+/// use zmq_rpc::RpcServer;
+///
+/// fn add(a: i64, b: i64) -> i64 {
+///     a + b
+/// }
+///
+/// let mut server = RpcServer::new("geheim", "Rechner1").port(8421).workers(4);
+/// server.add_external_function(add, "add").description("Adds two numbers.");
+/// server.serve_forever()?;
+/// # Ok::<(), zmq_rpc::Error>(())
+/// ```
+pub struct RpcServer {
+    options: Options,
+    problem: Option<Error>,
+    workers: usize,
+    setup: Setup,
+}
+
+impl RpcServer {
+    /// A server with the seed's defaults: host `localhost`, port 8421, timeout 5000 ms,
+    /// 4 workers, each overridden by `ZMQ_RPC_HOST`, `ZMQ_RPC_PORT`,
+    /// `ZMQ_RPC_TIMEOUT_MS`, `ZMQ_RPC_WORKERS` (environment or `.env`) and then by the
+    /// setters. No TCP endpoint for worker processes unless `ZMQ_RPC_WORKER_PORT` or
+    /// [`RpcServer::worker_port`] asks for one.
+    pub fn new(password: impl Into<String>, server_name: impl Into<String>) -> RpcServer {
+        let (env, problem) = broker::load_env();
+        let password = password.into();
+        let options = Options::from_env(password.clone(), server_name.into(), &env);
+        RpcServer {
+            options,
+            problem,
+            workers: env.workers.unwrap_or(config::DEFAULT_WORKERS),
+            setup: Setup::new(password, 0),
+        }
+    }
+
+    broker_setters! {
+        /// Host to bind (`*` for all interfaces). Defaults to `ZMQ_RPC_HOST` or `localhost`.
+        host: &str => |o, v| o.host = v.to_owned();
+        /// Port for clients; 0 picks a free one (see [`ServerHandle::port`]). Defaults
+        /// to `ZMQ_RPC_PORT` or 8421.
+        port: u16 => |o, v| o.port = v;
+        /// Also accept worker processes on this TCP port (0 picks a free one). Defaults
+        /// to `ZMQ_RPC_WORKER_PORT`, or no TCP worker endpoint.
+        worker_port: u16 => |o, v| o.worker_port = Some(v);
+        /// The longest a call may take; later, the caller gets `TimeoutError`. Defaults
+        /// to `ZMQ_RPC_TIMEOUT_MS` or 5000 ms.
+        timeout: Duration => |o, v| o.settings.timeout = v;
+        /// Requests that may wait for a worker before new ones get `OverloadError`.
+        /// Defaults to 10,000.
+        queue_limit: usize => |o, v| o.settings.queue_limit = v;
+        /// Largest message accepted on the TCP endpoints. Defaults to 4 MiB.
+        max_message_size: usize => |o, v| o.tcp.max_message_size = v;
+        /// Encrypts the TCP endpoints with CURVE, given the server's secret key (Z85).
+        /// Defaults to `ZMQ_RPC_CURVE_SECRET_KEY`, or plain TCP when that is unset.
+        curve_secret_key: &str => |o, v| o.curve_secret_key = Some(v.to_owned());
+    }
+
+    /// Local worker threads, i.e. calls run at once. Defaults to `ZMQ_RPC_WORKERS` or 4.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Registers `func` under `alias`, the seed's `add_external_function(func, alias)`.
+    ///
+    /// `func` is any Rust function or closure with up to eight parameters that
+    /// implement `DeserializeOwned`, returning a serializable value or
+    /// `Result<T, E: Display>` (an `Err` reaches the caller as `RuntimeError` with the
+    /// message). Arguments come from the call's positional array; after
+    /// [`Registration::params`], also by keyword. A missing trailing argument is `null`,
+    /// so `Option` parameters are optional.
+    ///
+    /// Problems (a reserved or duplicate alias) are reported by [`RpcServer::start`].
+    pub fn add_external_function<F, Args>(&mut self, func: F, alias: &str) -> Registration<'_>
+    where
+        F: IntoFunction<Args>,
+    {
+        self.setup.registry.add_typed(func, alias)
+    }
+
+    /// Registers a function on raw JSON: it gets the positional and keyword arguments as
+    /// they came and returns anything [`IntoOutcome`] (a `serde_json::Value`, say).
+    pub fn add_raw_function<F, R>(&mut self, func: F, alias: &str) -> Registration<'_>
+    where
+        F: Fn(Vec<Value>, Map<String, Value>) -> R + Send + Sync + 'static,
+        R: IntoOutcome,
+    {
+        self.setup.registry.add_raw(func, alias)
+    }
+
+    /// Binds, starts the broker and the worker threads, and returns once they serve.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for invalid settings or registrations, [`Error::Transport`]
+    /// when a bind fails.
+    pub fn start(mut self) -> Result<ServerHandle, Error> {
+        if let Some(e) = self.problem.take() {
+            return Err(e);
+        }
+        self.setup.registry.validated()?;
+        if self.workers == 0 {
+            return Err(Error::Config("a server needs at least one worker".into()));
+        }
+        let ctx = zmq::Context::new();
+        let broker = broker::spawn(&ctx, self.options.clone())?;
+        let mut setup = self.setup;
+        setup.threads = self.workers;
+        setup.name = format!("{}-local", self.options.settings.name);
+        setup.heartbeat_interval = self.options.settings.heartbeat_interval;
+        setup.heartbeat_liveness = self.options.settings.heartbeat_liveness;
+        let workers = worker::spawn(&ctx, broker.inproc_endpoint(), setup)?;
+        Ok(ServerHandle {
+            workers: Some(workers),
+            broker: Some(broker),
+        })
+    }
+
+    /// Starts and serves until the process ends: the seed's `serve_forever()`.
+    ///
+    /// # Errors
+    /// As [`RpcServer::start`].
+    pub fn serve_forever(self) -> Result<(), Error> {
+        self.start()?.wait()
+    }
+}
+
+/// A running server. Dropping it stops the server.
+pub struct ServerHandle {
+    // Field order matters for Drop: workers leave before the broker stops.
+    workers: Option<WorkerHandle>,
+    broker: Option<BrokerHandle>,
+}
+
+impl ServerHandle {
+    /// The bound client port (useful after `port(0)`).
+    pub fn port(&self) -> u16 {
+        self.broker.as_ref().map_or(0, BrokerHandle::client_port)
+    }
+
+    /// The bound client endpoint.
+    pub fn endpoint(&self) -> &str {
+        self.broker.as_ref().map_or("", |b| b.client_endpoint())
+    }
+
+    /// The bound TCP port for worker processes, if one was asked for.
+    pub fn worker_port(&self) -> Option<u16> {
+        self.broker.as_ref().and_then(BrokerHandle::worker_port)
+    }
+
+    /// Stops: the workers finish their calls and leave, then the broker answers what
+    /// is left with `UnavailableError` and stops.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    /// Blocks until the server stops.
+    ///
+    /// # Errors
+    /// [`Error::Runtime`] if the broker thread panicked.
+    pub fn wait(mut self) -> Result<(), Error> {
+        match self.broker.take() {
+            Some(b) => b.wait(),
+            None => Ok(()),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(w) = self.workers.take() {
+            w.shutdown();
+        }
+        if let Some(b) = self.broker.take() {
+            b.shutdown();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

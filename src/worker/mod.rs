@@ -1,0 +1,537 @@
+//! The worker side: a socket thread that talks to the broker, and executor threads that
+//! run the functions.
+//!
+//! The socket thread owns the DEALER to the broker. It registers (READY with its
+//! functions, capacity and heartbeat interval), sends and checks heartbeats, hands each
+//! REQUEST to an idle executor and forwards the replies. Executors never touch the broker
+//! socket: each owns a PUSH back to the socket thread. So a function that runs for
+//! minutes never stops the heartbeats.
+
+mod function;
+
+pub(crate) use function::Registry;
+pub use function::{IntoFunction, IntoOutcome, Json, Registration};
+
+use std::collections::VecDeque;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use crate::config::{self, Env};
+use crate::error::Error;
+use crate::protocol::{self, BrokerMessage, Call, Ready, WorkerMessage};
+use crate::transport::{self, Curve, TcpOptions};
+
+/// First wait before reconnecting to a lost broker; doubles per attempt.
+const RECONNECT_BASE: Duration = Duration::from_millis(100);
+/// Longest wait between reconnect attempts.
+const RECONNECT_CAP: Duration = Duration::from_secs(5);
+/// How long a stopping worker lets running calls finish before it leaves.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A worker process's connection to a standalone broker (`zmq-rpc broker`).
+///
+/// ```no_run
+/// use zmq_rpc::Worker;
+///
+/// let mut worker = Worker::new("geheim", "localhost", 8422).threads(4);
+/// worker.add_external_function(|a: i64, b: i64| a + b, "add");
+/// worker.run()?; // serves until the process is stopped
+/// # Ok::<(), zmq_rpc::Error>(())
+/// ```
+pub struct Worker {
+    endpoint: String,
+    setup: Setup,
+    curve_server_key: Option<String>,
+    problem: Option<Error>,
+}
+
+/// What the socket thread needs.
+#[derive(Clone)]
+pub(crate) struct Setup {
+    pub(crate) password: String,
+    pub(crate) name: String,
+    pub(crate) threads: usize,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) heartbeat_liveness: u32,
+    pub(crate) tcp: TcpOptions,
+    pub(crate) registry: Registry,
+}
+
+impl Setup {
+    pub(crate) fn new(password: String, threads: usize) -> Setup {
+        Setup {
+            password,
+            name: format!("worker-{}", std::process::id()),
+            threads,
+            heartbeat_interval: config::DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_liveness: config::DEFAULT_HEARTBEAT_LIVENESS,
+            tcp: TcpOptions {
+                max_message_size: config::DEFAULT_MAX_MESSAGE_SIZE,
+                curve: Curve::Off,
+            },
+            registry: Registry::default(),
+        }
+    }
+}
+
+impl Worker {
+    /// A worker for the broker's worker endpoint `tcp://HOST:PORT`. `ZMQ_RPC_WORKERS`
+    /// and `ZMQ_RPC_CURVE_SERVER_KEY` (environment or `.env`) set the thread count and
+    /// CURVE unless set in code.
+    pub fn new(password: impl Into<String>, host: &str, port: u16) -> Worker {
+        Worker::with_endpoint(password, &config::tcp_endpoint(host, port))
+    }
+
+    /// A worker for any ZeroMQ endpoint of a broker's worker side.
+    pub fn with_endpoint(password: impl Into<String>, endpoint: &str) -> Worker {
+        let (env, problem) = match Env::load() {
+            Ok(env) => (env, None),
+            Err(e) => (Env::default(), Some(e)),
+        };
+        let setup = Setup::new(
+            password.into(),
+            env.workers.unwrap_or(config::DEFAULT_WORKERS),
+        );
+        Worker {
+            endpoint: endpoint.to_owned(),
+            setup,
+            curve_server_key: env.curve_server_key,
+            problem,
+        }
+    }
+
+    /// Executor threads, i.e. calls run at once. Defaults to `ZMQ_RPC_WORKERS` or 4.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.setup.threads = n;
+        self
+    }
+
+    /// A name for the broker's logs. Defaults to `worker-<pid>`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.setup.name = name.into();
+        self
+    }
+
+    /// Interval of heartbeats to the broker. Defaults to 1 s.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.setup.heartbeat_interval = interval;
+        self
+    }
+
+    /// Missed broker heartbeats before the worker reconnects. Defaults to 3.
+    pub fn heartbeat_liveness(mut self, liveness: u32) -> Self {
+        self.setup.heartbeat_liveness = liveness;
+        self
+    }
+
+    /// Largest message accepted from the broker. Defaults to 4 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.setup.tcp.max_message_size = bytes;
+        self
+    }
+
+    /// Encrypts with CURVE, given the broker's public key (Z85). Defaults to
+    /// `ZMQ_RPC_CURVE_SERVER_KEY`, or plain TCP when that is unset.
+    pub fn curve_server_key(mut self, public_z85: impl Into<String>) -> Self {
+        self.curve_server_key = Some(public_z85.into());
+        self
+    }
+
+    /// Registers a typed function under `alias`; see [`crate::RpcServer::add_external_function`].
+    pub fn add_external_function<F, Args>(&mut self, func: F, alias: &str) -> Registration<'_>
+    where
+        F: IntoFunction<Args>,
+    {
+        self.setup.registry.add_typed(func, alias)
+    }
+
+    /// Registers a function on raw JSON arguments; see [`crate::RpcServer::add_raw_function`].
+    pub fn add_raw_function<F, R>(&mut self, func: F, alias: &str) -> Registration<'_>
+    where
+        F: Fn(Vec<Value>, Map<String, Value>) -> R + Send + Sync + 'static,
+        R: IntoOutcome,
+    {
+        self.setup.registry.add_raw(func, alias)
+    }
+
+    /// Connects and starts serving in background threads.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for invalid settings or a registration problem,
+    /// [`Error::Transport`] when the socket cannot be set up.
+    pub fn start(mut self) -> Result<WorkerHandle, Error> {
+        if let Some(e) = self.problem.take() {
+            return Err(e);
+        }
+        if let Some(key) = &self.curve_server_key {
+            self.setup.tcp.curve = Curve::client(key)?;
+        }
+        spawn(&zmq::Context::new(), &self.endpoint, self.setup)
+    }
+
+    /// Serves until the process ends: [`Worker::start`], then waits.
+    ///
+    /// # Errors
+    /// As [`Worker::start`].
+    pub fn run(self) -> Result<(), Error> {
+        self.start()?.wait()
+    }
+}
+
+/// A running worker. Dropping it stops the worker (see [`WorkerHandle::shutdown`]).
+pub struct WorkerHandle {
+    control: Option<zmq::Socket>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Stops taking calls, lets running ones finish (up to 10 s), tells the broker it
+    /// leaves, and joins its threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    /// Blocks until the worker stops (it does not stop by itself).
+    pub fn wait(mut self) -> Result<(), Error> {
+        if let Some(t) = self.thread.take() {
+            t.join()
+                .map_err(|_| Error::Runtime("the worker thread panicked".into()))?;
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(control) = self.control.take() {
+            let _ = control.send("STOP", 0);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts a worker's threads on `ctx`, connected to `endpoint`.
+pub(crate) fn spawn(
+    ctx: &zmq::Context,
+    endpoint: &str,
+    setup: Setup,
+) -> Result<WorkerHandle, Error> {
+    setup.registry.validated()?;
+    if setup.threads == 0 {
+        return Err(Error::Config("a worker needs at least one thread".into()));
+    }
+    if setup.heartbeat_interval.is_zero() || setup.heartbeat_liveness == 0 {
+        return Err(Error::Config(
+            "heartbeat interval and liveness must be positive".into(),
+        ));
+    }
+    let (control, control_peer) = transport::pipe(ctx)?;
+    let replies_name = transport::unique_inproc("replies");
+    let replies = transport::bind_pull(ctx, &replies_name)?;
+    let dealer = transport::connect_worker(ctx, endpoint, &setup.tcp)?;
+    let registry = Arc::new(setup.registry.clone());
+    let mut executors = Vec::with_capacity(setup.threads);
+    for index in 0..setup.threads {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let push = transport::connect_push(ctx, &replies_name)?;
+        let registry = Arc::clone(&registry);
+        let thread = std::thread::Builder::new()
+            .name(format!("zmq-rpc-exec-{index}"))
+            .spawn(move || execute(index, &rx, &push, &registry))
+            .map_err(|e| Error::Transport(format!("cannot start an executor thread: {e}")))?;
+        executors.push((tx, thread));
+    }
+    let mut socket_loop = SocketLoop {
+        ctx: ctx.clone(),
+        endpoint: endpoint.to_owned(),
+        setup,
+        dealer,
+        replies,
+        control: control_peer,
+        senders: executors.iter().map(|(tx, _)| tx.clone()).collect(),
+        idle: (0..executors.len()).rev().collect(),
+        backlog: VecDeque::new(),
+        broker_expires: Instant::now(),
+        next_heartbeat: Instant::now(),
+        reconnects: 0,
+    };
+    socket_loop.register(Instant::now())?;
+    let threads: Vec<JoinHandle<()>> = executors.into_iter().map(|(_, t)| t).collect();
+    let thread = std::thread::Builder::new()
+        .name("zmq-rpc-worker".into())
+        .spawn(move || socket_loop.run(threads))
+        .map_err(|e| Error::Transport(format!("cannot start the worker thread: {e}")))?;
+    Ok(WorkerHandle {
+        control: Some(control),
+        thread: Some(thread),
+    })
+}
+
+struct Job {
+    key: u64,
+    call: Call,
+    deadline: Option<Instant>,
+}
+
+fn execute(index: usize, jobs: &mpsc::Receiver<Job>, push: &zmq::Socket, registry: &Registry) {
+    while let Ok(job) = jobs.recv() {
+        let outcome = match job.deadline {
+            Some(d) if Instant::now() >= d => Err(Error::Timeout(
+                "the deadline passed before the call started".into(),
+            )),
+            _ => registry.run(job.call),
+        };
+        let mut frames = vec![index.to_string().into_bytes()];
+        frames.extend(protocol::encode_worker_message(&WorkerMessage::Reply {
+            key: job.key,
+            outcome,
+        }));
+        if let Err(e) = push.send_multipart(frames, 0) {
+            tracing::error!(error = %e, "executor cannot hand back a reply");
+            return;
+        }
+    }
+}
+
+struct SocketLoop {
+    ctx: zmq::Context,
+    endpoint: String,
+    setup: Setup,
+    dealer: zmq::Socket,
+    replies: zmq::Socket,
+    control: zmq::Socket,
+    senders: Vec<mpsc::Sender<Job>>,
+    idle: Vec<usize>,
+    /// Requests that arrived while every executor was busy (after a reconnect the broker
+    /// may not know about calls still running from before).
+    backlog: VecDeque<Job>,
+    broker_expires: Instant,
+    next_heartbeat: Instant,
+    reconnects: u32,
+}
+
+impl SocketLoop {
+    fn send(&self, msg: &WorkerMessage) {
+        if let Err(e) = self
+            .dealer
+            .send_multipart(protocol::encode_worker_message(msg), zmq::DONTWAIT)
+        {
+            tracing::warn!(error = %e, "cannot send to the broker");
+        }
+    }
+
+    fn register(&mut self, now: Instant) -> Result<(), Error> {
+        let ready = WorkerMessage::Ready(Ready {
+            password: self.setup.password.clone(),
+            name: self.setup.name.clone(),
+            capacity: u32::try_from(self.setup.threads).unwrap_or(u32::MAX),
+            heartbeat_ms: u64::try_from(self.setup.heartbeat_interval.as_millis())
+                .unwrap_or(u64::MAX),
+            functions: self.setup.registry.infos(),
+        });
+        self.dealer
+            .send_multipart(protocol::encode_worker_message(&ready), zmq::DONTWAIT)
+            .or_else(|e| {
+                // Not connected yet: READY waits in the pipe (DONTWAIT only fails at the HWM).
+                if e == zmq::Error::EAGAIN {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
+        self.broker_expires = now + self.setup.heartbeat_interval * self.setup.heartbeat_liveness;
+        self.next_heartbeat = now + self.setup.heartbeat_interval;
+        Ok(())
+    }
+
+    fn run(mut self, threads: Vec<JoinHandle<()>>) {
+        tracing::info!(endpoint = %self.endpoint, threads = self.setup.threads, "worker started");
+        loop {
+            let now = Instant::now();
+            let wake = self.next_heartbeat.min(self.broker_expires);
+            let timeout = wake.saturating_duration_since(now).as_millis() as i64;
+            let mut items = [
+                self.control.as_poll_item(zmq::POLLIN),
+                self.replies.as_poll_item(zmq::POLLIN),
+                self.dealer.as_poll_item(zmq::POLLIN),
+            ];
+            if let Err(e) = zmq::poll(&mut items, timeout.max(1)) {
+                tracing::error!(error = %e, "worker poll failed");
+                break;
+            }
+            let (stop, replies, broker) = (
+                items[0].is_readable(),
+                items[1].is_readable(),
+                items[2].is_readable(),
+            );
+            if stop {
+                break;
+            }
+            if replies {
+                self.forward_replies();
+            }
+            if broker {
+                self.from_broker();
+            }
+            let now = Instant::now();
+            if now >= self.next_heartbeat {
+                self.send(&WorkerMessage::Heartbeat);
+                self.next_heartbeat = now + self.setup.heartbeat_interval;
+            }
+            if now >= self.broker_expires && !self.reconnect() {
+                break;
+            }
+        }
+        self.finish(threads);
+    }
+
+    fn forward_replies(&mut self) {
+        while let Ok(mut frames) = self.replies.recv_multipart(zmq::DONTWAIT) {
+            if frames.is_empty() {
+                continue;
+            }
+            let index_frame = frames.remove(0);
+            if let Some(i) = std::str::from_utf8(&index_frame)
+                .ok()
+                .and_then(|s| s.parse().ok())
+            {
+                self.idle.push(i);
+            }
+            if let Err(e) = self.dealer.send_multipart(frames, zmq::DONTWAIT) {
+                tracing::warn!(error = %e, "cannot send a reply to the broker");
+            }
+            self.start_backlog();
+        }
+    }
+
+    fn start_backlog(&mut self) {
+        while !self.idle.is_empty() {
+            let Some(job) = self.backlog.pop_front() else {
+                return;
+            };
+            self.start(job);
+        }
+    }
+
+    fn start(&mut self, job: Job) {
+        match self.idle.pop() {
+            Some(i) => {
+                if let Err(mpsc::SendError(job)) = self.senders[i].send(job) {
+                    // The executor died (it cannot panic: calls are caught); answer anyway.
+                    self.send(&WorkerMessage::Reply {
+                        key: job.key,
+                        outcome: Err(Error::Unavailable("the executor thread is gone".into())),
+                    });
+                }
+            }
+            None => self.backlog.push_back(job),
+        }
+    }
+
+    fn from_broker(&mut self) {
+        while let Ok(frames) = self.dealer.recv_multipart(zmq::DONTWAIT) {
+            let now = Instant::now();
+            self.broker_expires =
+                now + self.setup.heartbeat_interval * self.setup.heartbeat_liveness;
+            self.reconnects = 0;
+            match protocol::decode_broker_message(&frames) {
+                Ok(BrokerMessage::Request { key, call }) => {
+                    let deadline = call.timeout_ms.map(|ms| now + Duration::from_millis(ms));
+                    self.start(Job {
+                        key,
+                        call,
+                        deadline,
+                    });
+                }
+                Ok(BrokerMessage::Heartbeat) => {}
+                Ok(BrokerMessage::Disconnect { reason }) => {
+                    tracing::warn!(%reason, "the broker disconnected this worker; registering again");
+                    if reason == "wrong password" || reason.ends_with("is a reserved name") {
+                        tracing::error!(%reason, "the broker refuses this worker");
+                        self.broker_expires = now + RECONNECT_CAP;
+                    } else if let Err(e) = self.register(now) {
+                        tracing::error!(error = %e, "cannot register again");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "dropping malformed broker message"),
+            }
+        }
+    }
+
+    /// Replaces the socket after the broker went silent, waiting with exponential
+    /// backoff and jitter first. Returns `false` when asked to stop meanwhile.
+    fn reconnect(&mut self) -> bool {
+        let exp = RECONNECT_BASE.saturating_mul(1u32 << self.reconnects.min(16));
+        let cap = exp.min(RECONNECT_CAP);
+        // "Equal jitter": half fixed, half random, so workers spread out but never spin.
+        let wait = cap / 2 + cap.mul_f64(fastrand::f64() / 2.0);
+        self.reconnects = self.reconnects.saturating_add(1);
+        tracing::warn!(endpoint = %self.endpoint, wait_ms = wait.as_millis() as u64, "broker silent; reconnecting");
+        if self
+            .control
+            .poll(zmq::POLLIN, wait.as_millis() as i64)
+            .unwrap_or(0)
+            > 0
+        {
+            return false;
+        }
+        match transport::connect_worker(&self.ctx, &self.endpoint, &self.setup.tcp) {
+            Ok(dealer) => {
+                self.dealer = dealer;
+                if let Err(e) = self.register(Instant::now()) {
+                    tracing::error!(error = %e, "cannot register");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reconnect");
+                self.broker_expires = Instant::now() + wait;
+            }
+        }
+        true
+    }
+
+    /// Stops: refuses the backlog, lets running calls finish within the grace period,
+    /// forwards their replies, says goodbye, joins the executors.
+    fn finish(mut self, threads: Vec<JoinHandle<()>>) {
+        for job in std::mem::take(&mut self.backlog) {
+            self.send(&WorkerMessage::Reply {
+                key: job.key,
+                outcome: Err(Error::Unavailable("the worker is shutting down".into())),
+            });
+        }
+        let grace_end = Instant::now() + SHUTDOWN_GRACE;
+        while self.idle.len() < self.senders.len() && Instant::now() < grace_end {
+            let left = grace_end
+                .saturating_duration_since(Instant::now())
+                .as_millis() as i64;
+            if self.replies.poll(zmq::POLLIN, left.max(1)).unwrap_or(0) > 0 {
+                self.forward_replies();
+            }
+        }
+        self.send(&WorkerMessage::Disconnect {
+            reason: "worker shutting down".into(),
+        });
+        let all_idle = self.idle.len() == self.senders.len();
+        self.senders.clear(); // closes the channels: idle executors return
+        if all_idle {
+            for t in threads {
+                let _ = t.join();
+            }
+        } else {
+            tracing::warn!(
+                "calls still running after the grace period; leaving their threads behind"
+            );
+        }
+        tracing::info!(endpoint = %self.endpoint, "worker stopped");
+    }
+}
