@@ -61,6 +61,7 @@ pub mod config;
 mod error;
 pub mod protocol;
 mod server;
+mod signals;
 mod transport;
 mod worker;
 
@@ -68,6 +69,7 @@ pub use broker::{Broker, BrokerHandle};
 pub use client::{RemoteFunction, RpcClient};
 pub use error::{Error, Result};
 pub use server::{RpcServer, ServerHandle};
+pub use signals::wait_for_shutdown_signal;
 pub use transport::{curve_available, generate_curve_keypair};
 pub use worker::{IntoFunction, IntoOutcome, Json, Registration, Worker, WorkerHandle};
 

@@ -131,12 +131,16 @@ impl RpcServer {
         })
     }
 
-    /// Starts and serves until the process ends: the seed's `serve_forever()`.
+    /// Starts and serves until SIGINT or SIGTERM, then shuts down cleanly and returns
+    /// `Ok`: the seed's `serve_forever()`.
     ///
     /// # Errors
     /// As [`RpcServer::start`].
     pub fn serve_forever(self) -> Result<(), Error> {
-        self.start()?.wait()
+        let running = self.start()?;
+        crate::signals::wait_for_shutdown_signal(|| running.is_finished())?;
+        running.shutdown();
+        Ok(())
     }
 }
 
@@ -161,6 +165,11 @@ impl ServerHandle {
     /// The bound TCP port for worker processes, if one was asked for.
     pub fn worker_port(&self) -> Option<u16> {
         self.broker.as_ref().and_then(BrokerHandle::worker_port)
+    }
+
+    /// Whether the server has stopped by itself (its broker thread ended).
+    pub fn is_finished(&self) -> bool {
+        self.broker.as_ref().map_or(true, BrokerHandle::is_finished)
     }
 
     /// Stops: the workers finish their calls and leave, then the broker answers what

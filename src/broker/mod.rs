@@ -171,6 +171,21 @@ impl BrokerHandle {
             .and_then(transport::endpoint_port)
     }
 
+    /// Whether the broker thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().map_or(true, JoinHandle::is_finished)
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down (see [`BrokerHandle::shutdown`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the signal handlers cannot be installed.
+    pub fn run_until_signal(self) -> Result<(), Error> {
+        crate::signals::wait_for_shutdown_signal(|| self.is_finished())?;
+        self.shutdown();
+        Ok(())
+    }
+
     pub(crate) fn inproc_endpoint(&self) -> &str {
         &self.inproc_endpoint
     }

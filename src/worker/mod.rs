@@ -173,12 +173,16 @@ impl Worker {
         spawn(&zmq::Context::new(), &self.endpoint, self.setup)
     }
 
-    /// Serves until the process ends: [`Worker::start`], then waits.
+    /// Serves until SIGINT or SIGTERM, then lets running calls finish and leaves:
+    /// [`Worker::start`], then waits for the signal.
     ///
     /// # Errors
     /// As [`Worker::start`].
     pub fn run(self) -> Result<(), Error> {
-        self.start()?.wait()
+        let running = self.start()?;
+        crate::signals::wait_for_shutdown_signal(|| running.is_finished())?;
+        running.shutdown();
+        Ok(())
     }
 }
 
@@ -193,6 +197,11 @@ impl WorkerHandle {
     /// leaves, and joins its threads.
     pub fn shutdown(mut self) {
         self.stop();
+    }
+
+    /// Whether the worker's socket thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().map_or(true, JoinHandle::is_finished)
     }
 
     /// Blocks until the worker stops (it does not stop by itself).

@@ -1,0 +1,79 @@
+//! What the seed's `server.py` and `client.py` share with our examples: the two
+//! functions, the remote interface, the client's printed lines and the settings.
+
+#![allow(dead_code)] // each example uses part of this module
+
+use std::time::Duration;
+
+use zmq_rpc::config::Env;
+
+/// The seed's password, server name and port, used when the environment sets none.
+pub const PASSWORD: &str = "geheim";
+pub const SERVER_NAME: &str = "Rechner1";
+
+/// Adds two numbers. (The seed's `add`.)
+pub fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+/// Multiplies with a delay. (The seed's `slow_multiply`.)
+pub fn slow_multiply(a: i64, b: i64) -> i64 {
+    std::thread::sleep(Duration::from_secs(1));
+    a * b
+}
+
+zmq_rpc::remote_interface! {
+    /// The seed's two functions, as typed methods.
+    pub struct Calculator {
+        /// Adds two numbers.
+        fn add(a: i64, b: i64) -> i64;
+        /// Multiplies with a delay.
+        fn mul(a: i64, b: i64) -> i64;
+    }
+}
+
+/// Settings from the environment and `.env`, or the defaults.
+pub fn env() -> Env {
+    Env::load().unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(11)
+    })
+}
+
+/// The password from the environment, else the seed's.
+pub fn password(env: &Env) -> String {
+    env.password.clone().unwrap_or_else(|| PASSWORD.into())
+}
+
+/// The body of the seed's `client.py`.
+pub fn run_client(calc: &Calculator) -> Result<(), zmq_rpc::Error> {
+    let result_add = calc.add(5, 7)?;
+    println!("5 + 7 = {result_add}");
+    let result_mul = calc.mul(3, 4)?;
+    println!("3 * 4 = {result_mul}");
+    Ok(())
+}
+
+/// Registers the seed's functions under the seed's aliases.
+pub fn register_server(server: &mut zmq_rpc::RpcServer) {
+    server
+        .add_external_function(add, "add")
+        .description("Addiert zwei Zahlen.")
+        .params(["a", "b"]);
+    server
+        .add_external_function(slow_multiply, "mul")
+        .description("Multipliziert mit Verzögerung.")
+        .params(["a", "b"]);
+}
+
+/// The same registrations on a worker process.
+pub fn register_worker(worker: &mut zmq_rpc::Worker) {
+    worker
+        .add_external_function(add, "add")
+        .description("Addiert zwei Zahlen.")
+        .params(["a", "b"]);
+    worker
+        .add_external_function(slow_multiply, "mul")
+        .description("Multipliziert mit Verzögerung.")
+        .params(["a", "b"]);
+}
