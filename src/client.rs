@@ -29,6 +29,10 @@ pub struct RpcClient {
     endpoint: String,
     password: String,
     timeout: Duration,
+    retries: u32,
+    backoff_base: Duration,
+    backoff_cap: Duration,
+    attempt_timeout: Option<Duration>,
     tcp: TcpOptions,
     curve_server_key: Option<String>,
     problem: Option<Error>,
@@ -37,6 +41,23 @@ pub struct RpcClient {
     next_id: Cell<u64>,
     /// Distinguishes this client's ids from an earlier client's replies on a reused port.
     id_prefix: String,
+}
+
+/// How one attempt of a call ended.
+enum Attempt {
+    /// The server answered (with a result or an error).
+    Reply(Result<Value, Error>),
+    /// No answer in time, or the send failed: the request may not have arrived.
+    NoReply(Error),
+    /// A local failure that retrying cannot fix.
+    Failed(Error),
+}
+
+/// Exponential backoff with "equal jitter": half of `base * 2^retry` (capped) fixed,
+/// half random, so clients spread out after a shared failure but never spin.
+fn backoff(base: Duration, cap: Duration, retry: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << retry.min(16)).min(cap);
+    exp / 2 + exp.mul_f64(fastrand::f64() / 2.0)
 }
 
 /// One entry of `list_functions`.
@@ -79,6 +100,10 @@ impl RpcClient {
             endpoint: endpoint.to_owned(),
             password: password.into(),
             timeout: env.timeout.unwrap_or(config::DEFAULT_TIMEOUT),
+            retries: config::DEFAULT_RETRIES,
+            backoff_base: config::DEFAULT_BACKOFF_BASE,
+            backoff_cap: config::DEFAULT_BACKOFF_CAP,
+            attempt_timeout: None,
             tcp: TcpOptions {
                 max_message_size: config::DEFAULT_MAX_MESSAGE_SIZE,
                 curve: Curve::Off,
@@ -88,14 +113,40 @@ impl RpcClient {
             ctx: zmq::Context::new(),
             socket: RefCell::new(None),
             next_id: Cell::new(1),
-            id_prefix: format!("{:08x}", fastrand::u32(..)),
+            id_prefix: format!("{:016x}", fastrand::u64(..)),
         }
     }
 
-    /// How long a call waits for its reply; sent to the server as the call's deadline.
-    /// Defaults to `ZMQ_RPC_TIMEOUT_MS` or 5000 ms.
+    /// How long a call may take in all, retries included; sent to the server as the
+    /// call's deadline. Defaults to `ZMQ_RPC_TIMEOUT_MS` or 5000 ms.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How often a call is tried again when the request may not have been answered: no
+    /// reply within the attempt timeout, a failed send, or `OverloadError`. Never after
+    /// an answer such as `NameError`, `PermissionError` or `RuntimeError`. Retries stay
+    /// within the call's timeout and reuse its id, so the server runs it at most once.
+    /// Defaults to 3; 0 turns retries off.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Backoff between retries: `base * 2^retry`, capped at `cap`, half of it random
+    /// (an `OverloadError`'s `retry_after` is waited at least). Defaults to 100 ms and 1 s.
+    pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.backoff_base = base;
+        self.backoff_cap = cap;
+        self
+    }
+
+    /// How long one attempt waits for its reply before the call is retried. Defaults to
+    /// the timeout divided by (retries + 1). A retry of a call that is still running
+    /// does not start it again: it waits for the running one.
+    pub fn attempt_timeout(mut self, wait: Duration) -> Self {
+        self.attempt_timeout = Some(wait);
         self
     }
 
@@ -150,6 +201,9 @@ impl RpcClient {
 
     /// Calls `function` with JSON positional and keyword arguments; returns the raw result.
     ///
+    /// Retries (see [`RpcClient::retries`]) reuse the request's id, so the server runs
+    /// the call at most once.
+    ///
     /// # Errors
     /// As [`RpcClient::call`].
     pub fn call_with(
@@ -161,40 +215,102 @@ impl RpcClient {
         if let Some(e) = &self.problem {
             return Err(e.clone());
         }
-        let deadline = Instant::now() + self.timeout;
-        let id = format!("{}-{}", self.id_prefix, self.next_id.get());
+        let start = Instant::now();
+        let deadline = start + self.timeout;
+        let id = Value::String(format!("{}-{}", self.id_prefix, self.next_id.get()));
         self.next_id.set(self.next_id.get() + 1);
-        let request = Request {
-            id: Some(Value::String(id.clone())),
+        let mut request = Request {
+            id: Some(id),
             password: self.password.clone(),
             function: function.to_owned(),
             args,
             kwargs,
-            timeout_ms: Some(u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)),
+            timeout_ms: None,
         };
-        let mut slot = self.socket.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(self.connect()?);
-        }
-        let socket = slot.as_ref().expect("socket was just set");
-        let frames: [&[u8]; 2] = [b"", &protocol::encode_request(&request)];
-        socket
-            .send_multipart(frames, zmq::DONTWAIT)
-            .map_err(|e| Error::Transport(format!("cannot send to {}: {e}", self.endpoint)))?;
+        let per_attempt = self
+            .attempt_timeout
+            .unwrap_or_else(|| self.timeout / (self.retries + 1));
+        let mut retry = 0;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let ready = socket.poll(zmq::POLLIN, left.as_millis() as i64)?;
-            if ready == 0 {
-                // Drop the socket: a request still queued for an unreachable server must
-                // not be delivered later, and late replies must not reach the next call.
-                *slot = None;
-                return Err(Error::Timeout(format!(
-                    "no reply from {} within {} ms",
-                    self.endpoint,
-                    self.timeout.as_millis()
-                )));
+            // The server's deadline is the whole call's, not this attempt's: a retry that
+            // finds the call still running waits for it instead of starting it again.
+            request.timeout_ms = Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
+            let wait = per_attempt.max(Duration::from_millis(1)).min(left);
+            let (failure, hint) = match self.attempt(&request, wait) {
+                Attempt::Reply(Err(Error::Overloaded {
+                    message,
+                    retry_after,
+                })) => (
+                    Error::Overloaded {
+                        message,
+                        retry_after,
+                    },
+                    retry_after,
+                ),
+                Attempt::Reply(outcome) => return outcome,
+                Attempt::Failed(e) => return Err(e),
+                Attempt::NoReply(why) => (why, Duration::ZERO),
+            };
+            let pause = backoff(self.backoff_base, self.backoff_cap, retry).max(hint);
+            if retry >= self.retries || Instant::now() + pause >= deadline {
+                return Err(match failure {
+                    Error::Timeout(_) => Error::Timeout(format!(
+                        "no reply from {} within {} ms ({} attempt(s))",
+                        self.endpoint,
+                        self.timeout.as_millis(),
+                        retry + 1
+                    )),
+                    other => other,
+                });
             }
-            let frames = socket.recv_multipart(0)?;
+            retry += 1;
+            tracing::debug!(function, retry, pause_ms = pause.as_millis() as u64, error = %failure, "retrying");
+            std::thread::sleep(pause);
+        }
+    }
+
+    /// Sends `request` once and waits up to `wait` for its reply.
+    fn attempt(&self, request: &Request, wait: Duration) -> Attempt {
+        let mut slot = self.socket.borrow_mut();
+        if slot.is_none() {
+            match self.connect() {
+                Ok(s) => *slot = Some(s),
+                Err(e) => return Attempt::Failed(e),
+            }
+        }
+        let Some(socket) = slot.as_ref() else {
+            return Attempt::Failed(Error::Transport("no socket".into()));
+        };
+        let frames: [&[u8]; 2] = [b"", &protocol::encode_request(request)];
+        if let Err(e) = socket.send_multipart(frames, zmq::DONTWAIT) {
+            *slot = None;
+            return Attempt::NoReply(Error::Transport(format!(
+                "cannot send to {}: {e}",
+                self.endpoint
+            )));
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match socket.poll(zmq::POLLIN, left.as_millis() as i64) {
+                Ok(0) => {
+                    // Drop the socket: a request still queued for an unreachable server
+                    // must not be delivered later, nor late replies reach the next call.
+                    *slot = None;
+                    return Attempt::NoReply(Error::Timeout(format!(
+                        "no reply from {} within {} ms",
+                        self.endpoint,
+                        wait.as_millis()
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) => return Attempt::Failed(e.into()),
+            }
+            let frames = match socket.recv_multipart(0) {
+                Ok(f) => f,
+                Err(e) => return Attempt::Failed(e.into()),
+            };
             let body = match frames.as_slice() {
                 [empty, body] if empty.is_empty() => body,
                 _ => {
@@ -205,12 +321,15 @@ impl RpcClient {
                     continue;
                 }
             };
-            let reply = protocol::decode_reply(body)?;
-            if reply.id != Value::String(id.clone()) {
+            let reply = match protocol::decode_reply(body) {
+                Ok(r) => r,
+                Err(e) => return Attempt::Failed(e),
+            };
+            if Some(&reply.id) != request.id.as_ref() {
                 tracing::debug!(id = %reply.id, "ignoring a late reply to an earlier call");
                 continue;
             }
-            return reply.outcome;
+            return Attempt::Reply(reply.outcome);
         }
     }
 

@@ -28,6 +28,22 @@ pub const DEFAULT_HEARTBEAT_LIVENESS: u32 = 3;
 /// Requests the broker holds waiting for a worker before it answers `OverloadError`.
 pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
 
+/// How long the broker remembers a request for retries (at-most-once window).
+pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(60);
+/// How many requests the broker remembers for retries.
+pub const DEFAULT_RETRY_ENTRIES: usize = 100_000;
+/// Bytes of stored replies the broker keeps for retries.
+pub const DEFAULT_RETRY_BYTES: usize = 64 * 1024 * 1024;
+/// How long a stopping server, broker or worker lets running calls finish.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Client: attempts after the first, for failures where the request may not have been
+/// answered (no reply in time, overload). Never for errors the function or server gave.
+pub const DEFAULT_RETRIES: u32 = 3;
+/// Client: first backoff before a retry; doubles per retry, with jitter.
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// Client: longest backoff between retries.
+pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(1);
+
 /// Names of the environment variables.
 pub mod vars {
     /// Host to bind (server, broker) or connect to (client, worker).

@@ -117,6 +117,9 @@ pub enum WorkerMessage {
     },
     /// The worker is alive.
     Heartbeat,
+    /// The worker is stopping: send it no new requests; it will answer the ones it has
+    /// and then send DISCONNECT.
+    Drain,
     /// The worker is leaving.
     Disconnect {
         /// Why, for logs.
@@ -147,6 +150,7 @@ const CMD_READY: &[u8] = b"READY";
 const CMD_REQUEST: &[u8] = b"REQUEST";
 const CMD_REPLY: &[u8] = b"REPLY";
 const CMD_HEARTBEAT: &[u8] = b"HEARTBEAT";
+const CMD_DRAIN: &[u8] = b"DRAIN";
 const CMD_DISCONNECT: &[u8] = b"DISCONNECT";
 
 fn protocol_error(msg: impl Into<String>) -> Error {
@@ -473,6 +477,7 @@ pub fn encode_worker_message(msg: &WorkerMessage) -> Vec<Vec<u8>> {
             frames
         }
         WorkerMessage::Heartbeat => head(CMD_HEARTBEAT),
+        WorkerMessage::Drain => head(CMD_DRAIN),
         WorkerMessage::Disconnect { reason } => disconnect_frames(reason),
     }
 }
@@ -522,6 +527,10 @@ pub fn decode_worker_message(frames: &[Vec<u8>]) -> Result<WorkerMessage, Error>
         CMD_HEARTBEAT => {
             expect_frames(rest, 0, "HEARTBEAT")?;
             Ok(WorkerMessage::Heartbeat)
+        }
+        CMD_DRAIN => {
+            expect_frames(rest, 0, "DRAIN")?;
+            Ok(WorkerMessage::Drain)
         }
         CMD_DISCONNECT => Ok(WorkerMessage::Disconnect {
             reason: disconnect_reason(rest)?,
@@ -658,6 +667,7 @@ mod tests {
                 outcome: Err(Error::Runtime("boom".into())),
             },
             WorkerMessage::Heartbeat,
+            WorkerMessage::Drain,
             WorkerMessage::Disconnect {
                 reason: "bye".into(),
             },

@@ -69,6 +69,11 @@ impl RpcServer {
         /// Encrypts the TCP endpoints with CURVE, given the server's secret key (Z85).
         /// Defaults to `ZMQ_RPC_CURVE_SECRET_KEY`, or plain TCP when that is unset.
         curve_secret_key: &str => |o, v| o.curve_secret_key = Some(v.to_owned());
+        /// How long requests are remembered so that a retry never runs a call twice
+        /// (zero turns this off). Defaults to 60 s.
+        retry_window: Duration => |o, v| o.settings.retry_window = v;
+        /// How long a shutdown lets running calls finish. Defaults to 10 s.
+        shutdown_grace: Duration => |o, v| o.grace = v;
     }
 
     /// Local worker threads, i.e. calls run at once. Defaults to `ZMQ_RPC_WORKERS` or 4.
@@ -124,6 +129,7 @@ impl RpcServer {
         setup.name = format!("{}-local", self.options.settings.name);
         setup.heartbeat_interval = self.options.settings.heartbeat_interval;
         setup.heartbeat_liveness = self.options.settings.heartbeat_liveness;
+        setup.grace = self.options.grace;
         let workers = worker::spawn(&ctx, broker.inproc_endpoint(), setup)?;
         Ok(ServerHandle {
             workers: Some(workers),
@@ -146,7 +152,6 @@ impl RpcServer {
 
 /// A running server. Dropping it stops the server.
 pub struct ServerHandle {
-    // Field order matters for Drop: workers leave before the broker stops.
     workers: Option<WorkerHandle>,
     broker: Option<BrokerHandle>,
 }
@@ -172,8 +177,9 @@ impl ServerHandle {
         self.broker.as_ref().map_or(true, BrokerHandle::is_finished)
     }
 
-    /// Stops: the workers finish their calls and leave, then the broker answers what
-    /// is left with `UnavailableError` and stops.
+    /// Stops gracefully: new and queued requests are answered with `UnavailableError`,
+    /// running calls get up to the shutdown grace (10 s) to finish, then the broker and
+    /// the workers stop.
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -190,11 +196,13 @@ impl ServerHandle {
     }
 
     fn stop(&mut self) {
-        if let Some(w) = self.workers.take() {
-            w.shutdown();
-        }
+        // The broker drains first (refusing new work while the local workers finish
+        // what runs); then the idle workers leave.
         if let Some(b) = self.broker.take() {
             b.shutdown();
+        }
+        if let Some(w) = self.workers.take() {
+            w.shutdown();
         }
     }
 }

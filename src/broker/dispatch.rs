@@ -1,13 +1,14 @@
-//! The broker's state machine: worker registry, request queue, deadlines, heartbeats.
+//! The broker's state machine: worker registry, request queue, deadlines, heartbeats,
+//! retries.
 //!
 //! No sockets and no clock: every event comes in with `now`, and every effect goes
 //! out as an [`Action`] for the socket loop to carry out. So dispatch, expiry and
 //! liveness are unit-tested without sleeping.
 //!
-//! Dispatch rule: a request goes only to a worker that serves its function and has a
-//! free slot (capacity minus calls in flight), least recently used first; otherwise it
-//! waits in one FIFO queue. A slow call therefore never holds up a fast one while any
-//! worker that could run the fast one is idle.
+//! Dispatch rule: a request goes only to a worker that serves its function, has a free
+//! slot (capacity minus calls in flight) and is not draining, least recently used
+//! first; otherwise it waits in one FIFO queue. A slow call therefore never holds up a
+//! fast one while any worker that could run the fast one is idle.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::recent::{Recent, RetryKey, Seen};
 use crate::error::Error;
 use crate::protocol::{
     self, BrokerMessage, Call, FunctionInfo, Ready, Reply, Request, WorkerMessage,
@@ -54,6 +56,12 @@ pub(crate) struct Settings {
     pub heartbeat_interval: Duration,
     /// Missed worker heartbeats before a worker counts as lost.
     pub heartbeat_liveness: u32,
+    /// How long finished requests are remembered for retries.
+    pub retry_window: Duration,
+    /// How many requests are remembered for retries.
+    pub retry_entries: usize,
+    /// How many bytes of stored replies are kept for retries.
+    pub retry_bytes: usize,
 }
 
 /// What an `OverloadError` tells the client to wait before trying again.
@@ -63,6 +71,8 @@ struct Worker {
     name: String,
     capacity: u32,
     in_flight: u32,
+    /// Said DRAIN: gets no new requests.
+    draining: bool,
     functions: HashMap<String, FunctionInfo>,
     /// Dispatch sequence number of the last request it got (LRU order).
     last_used: u64,
@@ -85,6 +95,9 @@ struct Job {
     call: Call,
     deadline: Instant,
     state: State,
+    retry_key: Option<RetryKey>,
+    /// Already sent to a second worker after its first one was lost.
+    redispatched: bool,
 }
 
 /// The broker's state. See the module docs.
@@ -95,9 +108,13 @@ pub(crate) struct Dispatcher {
     /// Keys in arrival order; may hold keys that are no longer queued (skipped).
     queue: VecDeque<u64>,
     queued: usize,
+    /// (deadline, key); stale when the job's deadline has moved (a retry extended it).
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    recent: Recent,
     next_key: u64,
     dispatch_seq: u64,
+    /// Shutting down: new requests are refused, running ones finish.
+    draining: bool,
 }
 
 fn passwords_match(given: &str, expected: &str) -> bool {
@@ -122,8 +139,17 @@ fn split_envelope(mut frames: Vec<Vec<u8>>) -> (Envelope, Vec<Vec<u8>>) {
     (frames, body)
 }
 
+fn encode(id: Value, outcome: Result<Value, Error>) -> Vec<u8> {
+    protocol::encode_reply(&Reply { id, outcome })
+}
+
 impl Dispatcher {
     pub(crate) fn new(settings: Settings) -> Self {
+        let recent = Recent::new(
+            settings.retry_window,
+            settings.retry_entries,
+            settings.retry_bytes,
+        );
         Dispatcher {
             settings,
             workers: HashMap::new(),
@@ -131,8 +157,10 @@ impl Dispatcher {
             queue: VecDeque::new(),
             queued: 0,
             deadlines: BinaryHeap::new(),
+            recent,
             next_key: 1,
             dispatch_seq: 0,
+            draining: false,
         }
     }
 
@@ -148,6 +176,12 @@ impl Dispatcher {
         self.queued
     }
 
+    /// Number of requests running on workers (including ones whose caller was already
+    /// answered with a timeout).
+    pub(crate) fn running(&self) -> usize {
+        self.jobs.len() - self.queued
+    }
+
     fn reply(
         &self,
         envelope: Envelope,
@@ -157,7 +191,7 @@ impl Dispatcher {
     ) {
         out.push(Action::ToClient {
             envelope,
-            reply: protocol::encode_reply(&Reply { id, outcome }),
+            reply: encode(id, outcome),
         });
     }
 
@@ -206,6 +240,37 @@ impl Dispatcher {
             }
             _ => {}
         }
+        let budget = req.timeout_ms.map_or(self.settings.timeout, |ms| {
+            Duration::from_millis(ms).min(self.settings.timeout)
+        });
+        let retry_key = RetryKey::of(&id, &req.function, &req.args, &req.kwargs);
+        if let Some(key) = &retry_key {
+            match self.recent.get(key, now).cloned() {
+                Some(Seen::Done(reply)) => {
+                    tracing::debug!(%id, "retry of a finished request: stored reply");
+                    out.push(Action::ToClient { envelope, reply });
+                    return;
+                }
+                Some(Seen::Running(job_key)) => {
+                    if let Some(job) = self.jobs.get_mut(&job_key) {
+                        tracing::debug!(%id, "retry of a running request: waiting for it");
+                        // The earlier attempt's socket is gone; answer the new one.
+                        job.envelope = Some(envelope);
+                        let deadline = (now + budget).max(job.deadline);
+                        if deadline > job.deadline {
+                            job.deadline = deadline;
+                            self.deadlines.push(Reverse((deadline, job_key)));
+                        }
+                        return;
+                    }
+                }
+                None => {}
+            }
+        }
+        if self.draining {
+            let err = Error::Unavailable("the server is shutting down".into());
+            return self.reply(envelope, id, Err(err), out);
+        }
         if !self
             .workers
             .values()
@@ -217,15 +282,12 @@ impl Dispatcher {
             ));
             return self.reply(envelope, id, Err(err), out);
         }
-        let budget = req.timeout_ms.map_or(self.settings.timeout, |ms| {
-            Duration::from_millis(ms).min(self.settings.timeout)
-        });
         if budget.is_zero() {
             let err = Error::Timeout("the request's deadline had passed when it arrived".into());
             return self.reply(envelope, id, Err(err), out);
         }
-        if self.queued >= self.settings.queue_limit && self.idle_worker_for(&req.function).is_none()
-        {
+        let idle = self.idle_worker_for(&req.function);
+        if self.queued >= self.settings.queue_limit && idle.is_none() {
             let err = Error::Overloaded {
                 message: format!("the queue is full ({} requests waiting)", self.queued),
                 retry_after: OVERLOAD_RETRY_AFTER,
@@ -236,25 +298,29 @@ impl Dispatcher {
         self.next_key += 1;
         let deadline = now + budget;
         self.deadlines.push(Reverse((deadline, key)));
-        let job = Job {
-            envelope: Some(envelope),
-            id,
-            call: Call {
-                function: req.function,
-                args: req.args,
-                kwargs: req.kwargs,
-                timeout_ms: None,
+        if let Some(rk) = &retry_key {
+            self.recent.start(rk.clone(), key, now);
+        }
+        self.jobs.insert(
+            key,
+            Job {
+                envelope: Some(envelope),
+                id,
+                call: Call {
+                    function: req.function,
+                    args: req.args,
+                    kwargs: req.kwargs,
+                    timeout_ms: None,
+                },
+                deadline,
+                state: State::Queued,
+                retry_key,
+                redispatched: false,
             },
-            deadline,
-            state: State::Queued,
-        };
-        match self.idle_worker_for(&job.call.function) {
-            Some(worker) => {
-                self.jobs.insert(key, job);
-                self.dispatch(key, worker, now, out);
-            }
+        );
+        match idle {
+            Some(worker) => self.dispatch(key, worker, now, out),
             None => {
-                self.jobs.insert(key, job);
                 self.queue.push_back(key);
                 self.queued += 1;
             }
@@ -264,13 +330,22 @@ impl Dispatcher {
     fn idle_worker_for(&self, function: &str) -> Option<WorkerId> {
         self.workers
             .iter()
-            .filter(|(_, w)| w.in_flight < w.capacity && w.functions.contains_key(function))
+            .filter(|(_, w)| {
+                !w.draining && w.in_flight < w.capacity && w.functions.contains_key(function)
+            })
             .min_by_key(|(_, w)| w.last_used)
             .map(|(id, _)| id.clone())
     }
 
-    /// Sends job `key` (not counted as queued) to `worker`, which has a free slot.
+    /// Sends job `key` (not counted as queued) to `worker`, which has a free slot; or,
+    /// when its deadline has passed, answers it with a timeout instead.
     fn dispatch(&mut self, key: u64, worker_id: WorkerId, now: Instant, out: &mut Vec<Action>) {
+        let Some(job) = self.jobs.get(&key) else {
+            return;
+        };
+        if job.deadline <= now {
+            return self.end_unrun(key, "no worker became free before the deadline", out);
+        }
         let (Some(job), Some(worker)) = (self.jobs.get_mut(&key), self.workers.get_mut(&worker_id))
         else {
             return;
@@ -291,13 +366,51 @@ impl Dispatcher {
         });
     }
 
+    /// Ends a job that never ran (not queued any more) with a timeout; a retry of it
+    /// may run it.
+    fn end_unrun(&mut self, key: u64, why: &str, out: &mut Vec<Action>) {
+        let Some(job) = self.jobs.remove(&key) else {
+            return;
+        };
+        if let Some(rk) = &job.retry_key {
+            self.recent.forget(rk);
+        }
+        if let Some(envelope) = job.envelope {
+            self.reply(envelope, job.id, Err(Error::Timeout(why.into())), out);
+        }
+    }
+
+    /// Ends a job that ran (or may have run) with `outcome`, storing the reply for retries.
+    fn end_run(
+        &mut self,
+        key: u64,
+        outcome: Result<Value, Error>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(job) = self.jobs.remove(&key) else {
+            return;
+        };
+        let reply = encode(job.id, outcome);
+        if let Some(rk) = job.retry_key {
+            self.recent.finish(rk, reply.clone(), now);
+        }
+        match job.envelope {
+            Some(envelope) => out.push(Action::ToClient { envelope, reply }),
+            None => tracing::debug!(
+                key,
+                "late reply kept for retries only: the caller had timed out"
+            ),
+        }
+    }
+
     /// Hands queued requests to `worker_id` while it has free slots.
     fn feed(&mut self, worker_id: &WorkerId, now: Instant, out: &mut Vec<Action>) {
         loop {
             let Some(worker) = self.workers.get(worker_id) else {
                 return;
             };
-            if worker.in_flight >= worker.capacity || self.queued == 0 {
+            if worker.draining || worker.in_flight >= worker.capacity || self.queued == 0 {
                 return;
             }
             let mut found = None;
@@ -317,6 +430,13 @@ impl Dispatcher {
             let Some(key) = found else { return };
             self.queued -= 1;
             self.dispatch(key, worker_id.clone(), now, out);
+        }
+    }
+
+    fn feed_all(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let ids: Vec<WorkerId> = self.workers.keys().cloned().collect();
+        for id in ids {
+            self.feed(&id, now, out);
         }
     }
 
@@ -360,24 +480,27 @@ impl Dispatcher {
         if let Some(w) = self.workers.get_mut(&id) {
             w.expires = now + w.interval * self.settings.heartbeat_liveness;
         }
+        let known = self.workers.contains_key(&id);
         match msg {
             WorkerMessage::Ready(ready) => self.register(id, ready, now, out),
-            WorkerMessage::Heartbeat => {
-                if !self.workers.contains_key(&id) {
-                    self.disconnect(id, "unknown worker: send READY", out);
+            WorkerMessage::Disconnect { reason } => {
+                if known {
+                    tracing::info!(worker = %self.worker_name(&id), %reason, "worker left");
+                    self.remove_worker(&id, "the worker left while running the call", now, out);
+                }
+            }
+            // The broker restarted or dropped this worker: it must register again.
+            _ if !known => self.disconnect(id, "unknown worker: send READY", out),
+            WorkerMessage::Heartbeat => {}
+            WorkerMessage::Drain => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    tracing::info!(worker = %w.name, in_flight = w.in_flight, "worker draining");
+                    w.draining = true;
                 }
             }
             WorkerMessage::Reply { key, outcome } => {
-                if !self.workers.contains_key(&id) {
-                    // The broker restarted or dropped the worker; it must register again.
-                    return self.disconnect(id, "unknown worker: send READY", out);
-                }
-                self.finish(&id, key, outcome, out);
+                self.finish(&id, key, outcome, now, out);
                 self.feed(&id, now, out);
-            }
-            WorkerMessage::Disconnect { reason } => {
-                tracing::info!(worker = %self.worker_name(&id), %reason, "worker left");
-                self.remove_worker(&id, "the worker left while running the call", out);
             }
         }
     }
@@ -413,6 +536,9 @@ impl Dispatcher {
             let reason = format!("'{}' is a reserved name", f.name);
             return self.disconnect(id, &reason, out);
         }
+        if self.draining {
+            return self.disconnect(id, "the broker is shutting down", out);
+        }
         let interval = Duration::from_millis(ready.heartbeat_ms.max(1));
         tracing::info!(
             worker = %ready.name,
@@ -427,6 +553,7 @@ impl Dispatcher {
                 name: ready.name,
                 capacity: ready.capacity,
                 in_flight,
+                draining: false,
                 functions: ready
                     .functions
                     .into_iter()
@@ -446,6 +573,7 @@ impl Dispatcher {
         worker_id: &WorkerId,
         key: u64,
         outcome: Result<Value, Error>,
+        now: Instant,
         out: &mut Vec<Action>,
     ) {
         let owned = matches!(self.jobs.get(&key), Some(Job { state: State::Running(w), .. }) if w == worker_id);
@@ -453,26 +581,24 @@ impl Dispatcher {
             tracing::debug!(key, "dropping reply for an unknown request");
             return;
         }
-        let Some(job) = self.jobs.remove(&key) else {
-            return;
-        };
         if let Some(w) = self.workers.get_mut(worker_id) {
             w.in_flight = w.in_flight.saturating_sub(1);
         }
-        match job.envelope {
-            Some(envelope) => self.reply(envelope, job.id, outcome, out),
-            None => tracing::debug!(
-                key,
-                "dropping late reply: the caller was answered with a timeout"
-            ),
-        }
+        self.end_run(key, outcome, now, out);
     }
 
-    /// Removes a worker and answers every call it was running with `UnavailableError`.
-    fn remove_worker(&mut self, worker_id: &WorkerId, why: &str, out: &mut Vec<Action>) {
-        if self.workers.remove(worker_id).is_none() {
+    /// Removes a worker. Each call it was running is sent once more to another worker
+    /// when its function is idempotent, else answered with `UnavailableError`.
+    fn remove_worker(
+        &mut self,
+        worker_id: &WorkerId,
+        why: &str,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(worker) = self.workers.remove(worker_id) else {
             return;
-        }
+        };
         let lost: Vec<u64> = self
             .jobs
             .iter()
@@ -480,16 +606,25 @@ impl Dispatcher {
             .map(|(k, _)| *k)
             .collect();
         for key in lost {
-            if let Some(Job {
-                envelope: Some(envelope),
-                id,
-                ..
-            }) = self.jobs.remove(&key)
-            {
-                self.reply(envelope, id, Err(Error::Unavailable(why.into())), out);
+            let Some(job) = self.jobs.get_mut(&key) else {
+                continue;
+            };
+            let idempotent = worker
+                .functions
+                .get(&job.call.function)
+                .is_some_and(|f| f.idempotent);
+            if idempotent && !job.redispatched && job.envelope.is_some() {
+                tracing::info!(key, function = %job.call.function, "re-dispatching an idempotent call of a lost worker");
+                job.redispatched = true;
+                job.state = State::Queued;
+                self.queue.push_front(key);
+                self.queued += 1;
+            } else {
+                self.end_run(key, Err(Error::Unavailable(why.into())), now, out);
             }
         }
         self.fail_unservable(out);
+        self.feed_all(now, out);
     }
 
     /// Answers queued requests that no remaining worker can serve.
@@ -504,19 +639,18 @@ impl Dispatcher {
                 _ => continue,
             };
             if !servable {
-                if let Some(Job {
-                    envelope: Some(envelope),
-                    id,
-                    call,
-                    ..
-                }) = self.jobs.remove(&key)
-                {
+                if let Some(job) = self.jobs.remove(&key) {
                     self.queued -= 1;
-                    let err = Error::Unavailable(format!(
-                        "no worker serves '{}' any more",
-                        call.function
-                    ));
-                    self.reply(envelope, id, Err(err), out);
+                    if let Some(rk) = &job.retry_key {
+                        self.recent.forget(rk);
+                    }
+                    if let Some(envelope) = job.envelope {
+                        let err = Error::Unavailable(format!(
+                            "no worker serves '{}' any more",
+                            job.call.function
+                        ));
+                        self.reply(envelope, job.id, Err(err), out);
+                    }
                 }
             }
         }
@@ -537,16 +671,18 @@ impl Dispatcher {
                 self.queue.push_front(key);
                 self.queued += 1;
             }
+            if let Some(w) = self.workers.get_mut(worker_id) {
+                w.in_flight = w.in_flight.saturating_sub(1);
+            }
         }
-        tracing::warn!(worker = %self.worker_name(worker_id), "worker unreachable; removed");
-        self.remove_worker(
-            worker_id,
-            "the worker became unreachable while running the call",
-            out,
-        );
-        let ids: Vec<WorkerId> = self.workers.keys().cloned().collect();
-        for id in ids {
-            self.feed(&id, now, out);
+        if self.workers.contains_key(worker_id) {
+            tracing::warn!(worker = %self.worker_name(worker_id), "worker unreachable; removed");
+            self.remove_worker(
+                worker_id,
+                "the worker became unreachable while running the call",
+                now,
+                out,
+            );
         }
     }
 
@@ -560,22 +696,17 @@ impl Dispatcher {
             let Some(job) = self.jobs.get_mut(&key) else {
                 continue;
             };
+            if job.deadline != deadline {
+                continue; // a retry moved it
+            }
             match job.state {
                 State::Queued => {
-                    if let Some(Job {
-                        envelope: Some(envelope),
-                        id,
-                        ..
-                    }) = self.jobs.remove(&key)
-                    {
-                        self.queued -= 1;
-                        let err =
-                            Error::Timeout("no worker became free before the deadline".into());
-                        self.reply(envelope, id, Err(err), out);
-                    }
+                    self.queued -= 1;
+                    self.end_unrun(key, "no worker became free before the deadline", out);
                 }
                 State::Running(_) => {
-                    // The worker keeps its slot until it answers; only the caller is released.
+                    // The worker keeps its slot until it answers; only the caller is
+                    // released. The reply, when it comes, is kept for a retry.
                     if let Some(envelope) = job.envelope.take() {
                         let id = job.id.clone();
                         let err = Error::Timeout(format!(
@@ -598,6 +729,7 @@ impl Dispatcher {
             self.remove_worker(
                 &id,
                 "the worker was lost (no heartbeat) while running the call",
+                now,
                 out,
             );
         }
@@ -612,6 +744,7 @@ impl Dispatcher {
                 });
             }
         }
+        self.recent.evict(now);
     }
 
     /// The next instant at which [`Dispatcher::tick`] has work.
@@ -628,22 +761,41 @@ impl Dispatcher {
         }
     }
 
-    /// On shutdown: answers every request still queued or running, tells workers to go.
-    pub(crate) fn shutdown(&mut self, out: &mut Vec<Action>) {
-        for (_, job) in self.jobs.drain() {
-            if let Some(envelope) = job.envelope {
-                let err = Error::Unavailable("the server is shutting down".into());
-                out.push(Action::ToClient {
-                    envelope,
-                    reply: protocol::encode_reply(&Reply {
-                        id: job.id,
-                        outcome: Err(err),
-                    }),
-                });
+    /// Starts a graceful shutdown: queued requests are answered with `UnavailableError`,
+    /// new ones too; running ones go on ([`Dispatcher::running`] tells how many).
+    pub(crate) fn drain(&mut self, out: &mut Vec<Action>) {
+        self.draining = true;
+        for key in std::mem::take(&mut self.queue) {
+            if !matches!(
+                self.jobs.get(&key),
+                Some(Job {
+                    state: State::Queued,
+                    ..
+                })
+            ) {
+                continue;
+            }
+            if let Some(job) = self.jobs.remove(&key) {
+                self.queued -= 1;
+                if let Some(rk) = &job.retry_key {
+                    self.recent.forget(rk);
+                }
+                if let Some(envelope) = job.envelope {
+                    let err = Error::Unavailable("the server is shutting down".into());
+                    self.reply(envelope, job.id, Err(err), out);
+                }
             }
         }
-        self.queue.clear();
-        self.queued = 0;
+    }
+
+    /// Ends the shutdown: answers what still runs, tells workers to go.
+    pub(crate) fn shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.drain(out);
+        let keys: Vec<u64> = self.jobs.keys().copied().collect();
+        for key in keys {
+            let err = Error::Unavailable("the server shut down before the call finished".into());
+            self.end_run(key, Err(err), now, out);
+        }
         let ids: Vec<WorkerId> = self.workers.keys().cloned().collect();
         for id in ids {
             self.disconnect(id, "the broker is shutting down", out);
@@ -665,6 +817,9 @@ mod tests {
             queue_limit: 2,
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_liveness: 3,
+            retry_window: Duration::from_secs(60),
+            retry_entries: 1000,
+            retry_bytes: 1 << 20,
         }
     }
 
@@ -878,6 +1033,155 @@ mod tests {
         d.undeliverable(&to, Some(key), now, &mut out);
         assert_eq!(sent_to_workers(&out), vec![(b"B".to_vec(), key)]);
         assert!(replies(&out).is_empty());
+    }
+
+    fn client_from(who: &[u8], id: u64, function: &str) -> Vec<Vec<u8>> {
+        let mut frames = client(id, function);
+        frames[0] = who.to_vec();
+        frames
+    }
+
+    fn ready_idempotent(function: &str) -> Vec<Vec<u8>> {
+        protocol::encode_worker_message(&WorkerMessage::Ready(Ready {
+            password: "geheim".into(),
+            name: "w".into(),
+            capacity: 1,
+            heartbeat_ms: 1000,
+            functions: vec![FunctionInfo {
+                name: function.into(),
+                idempotent: true,
+                ..Default::default()
+            }],
+        }))
+    }
+
+    #[test]
+    fn a_retry_waits_for_the_running_call_and_then_gets_the_stored_reply() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(settings());
+        let mut out = Vec::new();
+        d.worker_message(b"A".to_vec(), &ready(&["mul"], 2), now, &mut out);
+        d.client_message(client_from(b"first", 7, "mul"), now, &mut out);
+        assert_eq!(sent_to_workers(&out).len(), 1);
+        out.clear();
+        // The first attempt's socket is gone; the retry comes from a new one.
+        d.client_message(client_from(b"second", 7, "mul"), now, &mut out);
+        assert!(out.is_empty(), "not run again, not answered yet: {out:?}");
+        d.worker_message(b"A".to_vec(), &worker_reply(1, json!(12)), now, &mut out);
+        match &out[..] {
+            [Action::ToClient { envelope, reply }] => {
+                assert_eq!(envelope[0], b"second".to_vec());
+                assert_eq!(
+                    protocol::decode_reply(reply).unwrap().outcome,
+                    Ok(json!(12))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        out.clear();
+        d.client_message(client_from(b"third", 7, "mul"), now, &mut out);
+        assert!(
+            sent_to_workers(&out).is_empty(),
+            "a finished call is not run again"
+        );
+        assert_eq!(replies(&out)[0].outcome, Ok(json!(12)));
+        // The same id with other arguments is a new call.
+        out.clear();
+        let body = json!({"id": 7, "password": "geheim", "function": "mul", "args": [9, 9]});
+        d.client_message(
+            vec![b"c".to_vec(), vec![], body.to_string().into_bytes()],
+            now,
+            &mut out,
+        );
+        assert_eq!(sent_to_workers(&out).len(), 1);
+    }
+
+    #[test]
+    fn an_idempotent_call_of_a_lost_worker_runs_once_more_elsewhere() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(settings());
+        let mut out = Vec::new();
+        d.worker_message(b"A".to_vec(), &ready_idempotent("get"), now, &mut out);
+        d.client_message(client(1, "get"), now, &mut out);
+        d.worker_message(b"B".to_vec(), &ready_idempotent("get"), now, &mut out);
+        out.clear();
+        let bye =
+            protocol::encode_worker_message(&WorkerMessage::Disconnect { reason: "x".into() });
+        d.worker_message(b"A".to_vec(), &bye, now, &mut out);
+        assert_eq!(sent_to_workers(&out), vec![(b"B".to_vec(), 1)]);
+        assert!(replies(&out).is_empty());
+        out.clear();
+        d.worker_message(b"B".to_vec(), &bye, now, &mut out);
+        assert!(
+            matches!(replies(&out)[0].outcome, Err(Error::Unavailable(_))),
+            "only once"
+        );
+    }
+
+    #[test]
+    fn draining_refuses_new_work_and_answers_the_queue() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(settings());
+        let mut out = Vec::new();
+        d.worker_message(b"A".to_vec(), &ready(&["add"], 1), now, &mut out);
+        d.client_message(client(1, "add"), now, &mut out);
+        d.client_message(client(2, "add"), now, &mut out);
+        out.clear();
+        d.drain(&mut out);
+        assert_eq!(replies(&out).len(), 1, "the queued one");
+        assert_eq!(d.running(), 1);
+        out.clear();
+        d.client_message(client(3, "add"), now, &mut out);
+        assert!(matches!(
+            replies(&out)[0].outcome,
+            Err(Error::Unavailable(_))
+        ));
+        out.clear();
+        d.worker_message(b"A".to_vec(), &worker_reply(1, json!(3)), now, &mut out);
+        assert_eq!(
+            replies(&out)[0].outcome,
+            Ok(json!(3)),
+            "the running call finishes"
+        );
+        assert_eq!(d.running(), 0);
+    }
+
+    #[test]
+    fn a_draining_worker_gets_no_new_requests() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(settings());
+        let mut out = Vec::new();
+        d.worker_message(b"A".to_vec(), &ready(&["add"], 2), now, &mut out);
+        let drain = protocol::encode_worker_message(&WorkerMessage::Drain);
+        d.worker_message(b"A".to_vec(), &drain, now, &mut out);
+        out.clear();
+        d.client_message(client(1, "add"), now, &mut out);
+        assert!(out.is_empty(), "queued for a worker that may still come");
+        d.worker_message(b"B".to_vec(), &ready(&["add"], 1), now, &mut out);
+        assert_eq!(sent_to_workers(&out), vec![(b"B".to_vec(), 1)]);
+    }
+
+    #[test]
+    fn an_expired_queued_request_is_never_dispatched() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(settings());
+        let mut out = Vec::new();
+        d.worker_message(b"A".to_vec(), &ready(&["add"], 1), now, &mut out);
+        d.client_message(client(1, "add"), now, &mut out);
+        let body = json!({"id": 2, "password": "geheim", "function": "add", "timeout_ms": 100});
+        d.client_message(
+            vec![b"c".to_vec(), vec![], body.to_string().into_bytes()],
+            now,
+            &mut out,
+        );
+        out.clear();
+        // The worker frees up after the second request's deadline, before any tick.
+        let later = now + Duration::from_millis(150);
+        d.worker_message(b"A".to_vec(), &worker_reply(1, json!(3)), later, &mut out);
+        assert!(sent_to_workers(&out).is_empty());
+        let r = replies(&out);
+        assert_eq!(r.len(), 2);
+        assert!(matches!(r[1].outcome, Err(Error::Timeout(_))));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! [`dispatch::Action`]s. See `dispatch` for the dispatch rule.
 
 pub(crate) mod dispatch;
+mod recent;
 
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -42,6 +43,7 @@ pub(crate) struct Options {
     pub(crate) worker_port: Option<u16>,
     pub(crate) tcp: TcpOptions,
     pub(crate) curve_secret_key: Option<String>,
+    pub(crate) grace: Duration,
 }
 
 impl Options {
@@ -55,7 +57,11 @@ impl Options {
                 queue_limit: config::DEFAULT_QUEUE_LIMIT,
                 heartbeat_interval: config::DEFAULT_HEARTBEAT_INTERVAL,
                 heartbeat_liveness: config::DEFAULT_HEARTBEAT_LIVENESS,
+                retry_window: config::DEFAULT_RETRY_WINDOW,
+                retry_entries: config::DEFAULT_RETRY_ENTRIES,
+                retry_bytes: config::DEFAULT_RETRY_BYTES,
             },
+            grace: config::DEFAULT_SHUTDOWN_GRACE,
             host: env
                 .host
                 .clone()
@@ -124,6 +130,11 @@ impl Broker {
         /// Encrypts both endpoints with CURVE, given this broker's secret key (Z85).
         /// Defaults to `ZMQ_RPC_CURVE_SECRET_KEY`, or plain TCP when that is unset.
         curve_secret_key: &str => |o, v| o.curve_secret_key = Some(v.to_owned());
+        /// How long requests are remembered so that a retry never runs a call twice
+        /// (zero turns this off). Defaults to 60 s.
+        retry_window: Duration => |o, v| o.settings.retry_window = v;
+        /// How long a shutdown lets running calls finish. Defaults to 10 s.
+        shutdown_grace: Duration => |o, v| o.grace = v;
     }
 
     /// Binds both endpoints and starts the broker thread.
@@ -190,8 +201,10 @@ impl BrokerHandle {
         &self.inproc_endpoint
     }
 
-    /// Stops the broker: queued and running requests are answered with
-    /// `UnavailableError`, workers are told to go.
+    /// Stops the broker gracefully: new and queued requests are answered with
+    /// `UnavailableError`, running calls get up to the shutdown grace (10 s) to finish,
+    /// then whatever still runs is answered with `UnavailableError` and workers are told
+    /// to go.
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -257,6 +270,7 @@ pub(crate) fn spawn(ctx: &zmq::Context, mut options: Options) -> Result<BrokerHa
         backend,
         control: control_peer,
         dispatcher: Dispatcher::new(options.settings),
+        grace: options.grace,
     };
     let thread = std::thread::Builder::new()
         .name("zmq-rpc-broker".into())
@@ -279,13 +293,22 @@ struct Loop {
     backend: zmq::Socket,
     control: zmq::Socket,
     dispatcher: Dispatcher,
+    grace: Duration,
 }
 
 impl Loop {
     fn run(&mut self) {
         let mut out = Vec::new();
+        // Set when asked to stop: from then on new requests are refused and the loop
+        // runs until the running calls are answered or this instant passes.
+        let mut stop_by: Option<Instant> = None;
         loop {
             let now = Instant::now();
+            if let Some(end) = stop_by {
+                if self.dispatcher.running() == 0 || now >= end {
+                    break;
+                }
+            }
             let wait = self.dispatcher.next_tick().map_or(1000, |t| {
                 t.saturating_duration_since(now).as_millis().min(1000) as i64
             });
@@ -303,8 +326,12 @@ impl Loop {
                 items[1].is_readable(),
                 items[2].is_readable(),
             );
-            if stop {
-                break;
+            if stop && stop_by.is_none() {
+                let _ = self.control.recv_bytes(zmq::DONTWAIT);
+                tracing::info!(running = self.dispatcher.running(), "broker draining");
+                self.dispatcher.drain(&mut out);
+                self.carry_out(&mut out);
+                stop_by = Some(Instant::now() + self.grace);
             }
             if workers {
                 for _ in 0..BATCH {
@@ -333,7 +360,7 @@ impl Loop {
             self.dispatcher.tick(Instant::now(), &mut out);
             self.carry_out(&mut out);
         }
-        self.dispatcher.shutdown(&mut out);
+        self.dispatcher.shutdown(Instant::now(), &mut out);
         self.carry_out(&mut out);
     }
 

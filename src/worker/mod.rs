@@ -29,8 +29,6 @@ use crate::transport::{self, Curve, TcpOptions};
 const RECONNECT_BASE: Duration = Duration::from_millis(100);
 /// Longest wait between reconnect attempts.
 const RECONNECT_CAP: Duration = Duration::from_secs(5);
-/// How long a stopping worker lets running calls finish before it leaves.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A worker process's connection to a standalone broker (`zmq-rpc broker`).
 ///
@@ -57,6 +55,7 @@ pub(crate) struct Setup {
     pub(crate) threads: usize,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) heartbeat_liveness: u32,
+    pub(crate) grace: Duration,
     pub(crate) tcp: TcpOptions,
     pub(crate) registry: Registry,
 }
@@ -69,6 +68,7 @@ impl Setup {
             threads,
             heartbeat_interval: config::DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_liveness: config::DEFAULT_HEARTBEAT_LIVENESS,
+            grace: config::DEFAULT_SHUTDOWN_GRACE,
             tcp: TcpOptions {
                 max_message_size: config::DEFAULT_MAX_MESSAGE_SIZE,
                 curve: Curve::Off,
@@ -125,6 +125,12 @@ impl Worker {
     /// Missed broker heartbeats before the worker reconnects. Defaults to 3.
     pub fn heartbeat_liveness(mut self, liveness: u32) -> Self {
         self.setup.heartbeat_liveness = liveness;
+        self
+    }
+
+    /// How long a stopping worker lets running calls finish. Defaults to 10 s.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.setup.grace = grace;
         self
     }
 
@@ -193,8 +199,9 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// Stops taking calls, lets running ones finish (up to 10 s), tells the broker it
-    /// leaves, and joins its threads.
+    /// Drains: tells the broker to send no more calls, lets running ones finish (up to
+    /// the shutdown grace, 10 s by default) and their replies go out, tells the broker
+    /// it leaves, and joins its threads.
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -365,8 +372,16 @@ impl SocketLoop {
 
     fn run(mut self, threads: Vec<JoinHandle<()>>) {
         tracing::info!(endpoint = %self.endpoint, threads = self.setup.threads, "worker started");
+        // Set when asked to stop: the broker has been told DRAIN, and the loop goes on
+        // until every call has been answered or this instant passes.
+        let mut stop_by: Option<Instant> = None;
         loop {
             let now = Instant::now();
+            if let Some(end) = stop_by {
+                if self.is_idle() || now >= end {
+                    break;
+                }
+            }
             let wake = self.next_heartbeat.min(self.broker_expires);
             let timeout = wake.saturating_duration_since(now).as_millis() as i64;
             let mut items = [
@@ -383,8 +398,14 @@ impl SocketLoop {
                 items[1].is_readable(),
                 items[2].is_readable(),
             );
-            if stop {
-                break;
+            if stop && stop_by.is_none() {
+                let _ = self.control.recv_bytes(zmq::DONTWAIT);
+                tracing::info!(
+                    running = self.senders.len() - self.idle.len(),
+                    "worker draining"
+                );
+                self.send(&WorkerMessage::Drain);
+                stop_by = Some(Instant::now() + self.setup.grace);
             }
             if replies {
                 self.forward_replies();
@@ -402,6 +423,10 @@ impl SocketLoop {
             }
         }
         self.finish(threads);
+    }
+
+    fn is_idle(&self) -> bool {
+        self.backlog.is_empty() && self.idle.len() == self.senders.len()
     }
 
     fn forward_replies(&mut self) {
@@ -452,9 +477,9 @@ impl SocketLoop {
             let now = Instant::now();
             self.broker_expires =
                 now + self.setup.heartbeat_interval * self.setup.heartbeat_liveness;
-            self.reconnects = 0;
             match protocol::decode_broker_message(&frames) {
                 Ok(BrokerMessage::Request { key, call }) => {
+                    self.reconnects = 0;
                     let deadline = call.timeout_ms.map(|ms| now + Duration::from_millis(ms));
                     self.start(Job {
                         key,
@@ -462,15 +487,13 @@ impl SocketLoop {
                         deadline,
                     });
                 }
-                Ok(BrokerMessage::Heartbeat) => {}
+                Ok(BrokerMessage::Heartbeat) => self.reconnects = 0,
                 Ok(BrokerMessage::Disconnect { reason }) => {
-                    tracing::warn!(%reason, "the broker disconnected this worker; registering again");
-                    if reason == "wrong password" || reason.ends_with("is a reserved name") {
-                        tracing::error!(%reason, "the broker refuses this worker");
-                        self.broker_expires = now + RECONNECT_CAP;
-                    } else if let Err(e) = self.register(now) {
-                        tracing::error!(error = %e, "cannot register again");
-                    }
+                    // Register again on a fresh socket, after the reconnect backoff: a
+                    // broker that keeps refusing (wrong password, shutting down) is
+                    // retried ever more slowly, never in a tight loop.
+                    tracing::warn!(%reason, "the broker disconnected this worker");
+                    self.broker_expires = now;
                 }
                 Err(e) => tracing::warn!(error = %e, "dropping malformed broker message"),
             }
@@ -509,23 +532,14 @@ impl SocketLoop {
         true
     }
 
-    /// Stops: refuses the backlog, lets running calls finish within the grace period,
-    /// forwards their replies, says goodbye, joins the executors.
+    /// Leaves: answers what was not started, says goodbye, joins the executors (or, if
+    /// calls still run after the grace period, leaves their threads behind).
     fn finish(mut self, threads: Vec<JoinHandle<()>>) {
         for job in std::mem::take(&mut self.backlog) {
             self.send(&WorkerMessage::Reply {
                 key: job.key,
                 outcome: Err(Error::Unavailable("the worker is shutting down".into())),
             });
-        }
-        let grace_end = Instant::now() + SHUTDOWN_GRACE;
-        while self.idle.len() < self.senders.len() && Instant::now() < grace_end {
-            let left = grace_end
-                .saturating_duration_since(Instant::now())
-                .as_millis() as i64;
-            if self.replies.poll(zmq::POLLIN, left.max(1)).unwrap_or(0) > 0 {
-                self.forward_replies();
-            }
         }
         self.send(&WorkerMessage::Disconnect {
             reason: "worker shutting down".into(),
