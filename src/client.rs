@@ -230,13 +230,20 @@ impl RpcClient {
         let per_attempt = self
             .attempt_timeout
             .unwrap_or_else(|| self.timeout / (self.retries + 1));
-        let mut retry = 0;
+        let mut attempts = 0;
+        let mut retries_left = self.retries;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             // The server's deadline is the whole call's, not this attempt's: a retry that
             // finds the call still running waits for it instead of starting it again.
             request.timeout_ms = Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
-            let wait = per_attempt.max(Duration::from_millis(1)).min(left);
+            // The last attempt waits for all the time that is left.
+            let wait = if retries_left == 0 {
+                left
+            } else {
+                per_attempt.max(Duration::from_millis(1)).min(left)
+            };
+            attempts += 1;
             let (failure, hint) = match self.attempt(&request, wait) {
                 Attempt::Reply(Err(Error::Overloaded {
                     message,
@@ -252,20 +259,25 @@ impl RpcClient {
                 Attempt::Failed(e) => return Err(e),
                 Attempt::NoReply(why) => (why, Duration::ZERO),
             };
-            let pause = backoff(self.backoff_base, self.backoff_cap, retry).max(hint);
-            if retry >= self.retries || Instant::now() + pause >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if retries_left == 0 || left.is_zero() {
                 return Err(match failure {
                     Error::Timeout(_) => Error::Timeout(format!(
-                        "no reply from {} within {} ms ({} attempt(s))",
+                        "no reply from {} within {} ms ({attempts} attempt(s))",
                         self.endpoint,
                         self.timeout.as_millis(),
-                        retry + 1
                     )),
                     other => other,
                 });
             }
-            retry += 1;
-            tracing::debug!(function, retry, pause_ms = pause.as_millis() as u64, error = %failure, "retrying");
+            let pause = backoff(self.backoff_base, self.backoff_cap, attempts - 1).max(hint);
+            if pause >= left {
+                // No time for the backoff: one last attempt now, waiting for the rest.
+                retries_left = 0;
+                continue;
+            }
+            retries_left -= 1;
+            tracing::debug!(function, attempts, pause_ms = pause.as_millis() as u64, error = %failure, "retrying");
             std::thread::sleep(pause);
         }
     }

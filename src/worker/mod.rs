@@ -411,7 +411,7 @@ impl SocketLoop {
                 self.forward_replies();
             }
             if broker {
-                self.from_broker();
+                self.handle_broker_messages();
             }
             let now = Instant::now();
             if now >= self.next_heartbeat {
@@ -472,7 +472,7 @@ impl SocketLoop {
         }
     }
 
-    fn from_broker(&mut self) {
+    fn handle_broker_messages(&mut self) {
         while let Ok(frames) = self.dealer.recv_multipart(zmq::DONTWAIT) {
             let now = Instant::now();
             self.broker_expires =

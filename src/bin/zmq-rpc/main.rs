@@ -93,8 +93,12 @@ fn exit_code(error: &Error) -> u8 {
 }
 
 fn main() -> ExitCode {
-    // Load .env before clap reads the environment; a bad value is reported on use.
-    let _ = config::Env::load();
+    // Load .env before clap reads the environment, and name a bad variable clearly
+    // (clap would only name the flag it backs).
+    if let Err(e) = config::Env::load() {
+        eprintln!("{e}");
+        return ExitCode::from(exit_code(&e));
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
