@@ -18,7 +18,8 @@ pub enum Error {
     Runtime(String),
     /// No function of that name is registered (wire `NameError`).
     Name(String),
-    /// The password was wrong or missing (wire `PermissionError`).
+    /// The password was wrong (wire `PermissionError`). A request without a password
+    /// field is malformed: [`Error::Protocol`].
     Permission(String),
     /// The arguments do not fit the function: wrong count, wrong type, unknown keyword
     /// (wire `TypeError`), or the result did not fit the type the caller asked for.

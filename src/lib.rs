@@ -55,6 +55,7 @@
 // Links libzmq with CURVE (see crates/libzmq-curve); nothing else is used from it.
 extern crate libzmq_curve;
 
+mod actor;
 mod broker;
 mod client;
 pub mod config;

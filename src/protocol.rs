@@ -366,10 +366,11 @@ fn function_info_from_value(v: &Value) -> Result<FunctionInfo, Error> {
         description,
         params,
         param_names,
-        idempotent: map
-            .get("idempotent")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        idempotent: match map.get("idempotent") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(protocol_error("field `idempotent` must be a boolean")),
+        },
     })
 }
 
@@ -403,7 +404,9 @@ fn key_to_frame(key: u64) -> Vec<u8> {
 fn key_from_frame(frame: &[u8]) -> Result<u64, Error> {
     std::str::from_utf8(frame)
         .ok()
+        // Canonical decimal: digits only, no leading zero (except "0" itself).
         .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|s| *s == "0" || !s.starts_with('0'))
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| protocol_error("request key must be a decimal integer"))
 }
@@ -499,7 +502,8 @@ pub fn decode_worker_message(frames: &[Vec<u8>]) -> Result<WorkerMessage, Error>
                 .filter(|n| *n > 0)
                 .ok_or_else(|| protocol_error("field `capacity` must be a positive integer"))?;
             let heartbeat_ms = field_opt_u64(&map, "heartbeat_ms")?
-                .ok_or_else(|| protocol_error("field `heartbeat_ms` is required"))?;
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| protocol_error("field `heartbeat_ms` must be a positive integer"))?;
             let functions = match map.get("functions") {
                 Some(Value::Array(a)) => a
                     .iter()
@@ -724,6 +728,8 @@ mod tests {
         }
         assert!(decode_broker_message(&[b"ZRPC-W1".to_vec(), b"REQUEST".to_vec()]).is_err());
         assert!(key_from_frame(b"+1").is_err());
+        assert!(key_from_frame(b"007").is_err());
+        assert_eq!(key_from_frame(b"0").unwrap(), 0);
         assert!(key_from_frame(b"99999999999999999999999").is_err());
     }
 }

@@ -1,7 +1,10 @@
 //! `RpcServer`, the seed's server: a broker and a pool of local worker threads in one
 //! process.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long `start` waits for the local workers to register (over inproc: a moment).
+const LOCAL_REGISTRATION: Duration = Duration::from_secs(5);
 
 use serde_json::{Map, Value};
 
@@ -127,10 +130,21 @@ impl RpcServer {
         let mut setup = self.setup;
         setup.threads = self.workers;
         setup.name = format!("{}-local", self.options.settings.name);
-        setup.heartbeat_interval = self.options.settings.heartbeat_interval;
+
         setup.heartbeat_liveness = self.options.settings.heartbeat_liveness;
         setup.grace = self.options.grace;
         let workers = worker::spawn(&ctx, broker.inproc_endpoint(), setup)?;
+        // Return only once the local workers serve: a call right after start must not
+        // meet a broker that does not know its functions yet.
+        let registered_by = Instant::now() + LOCAL_REGISTRATION;
+        while broker.worker_count() == 0 {
+            if Instant::now() >= registered_by || broker.is_finished() {
+                return Err(Error::Transport(
+                    "the local workers did not register with the broker".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         Ok(ServerHandle {
             workers: Some(workers),
             broker: Some(broker),

@@ -52,8 +52,7 @@ pub(crate) struct Settings {
     pub timeout: Duration,
     /// Queued requests before new ones are refused with `OverloadError`.
     pub queue_limit: usize,
-    /// Interval at which the broker sends heartbeats to workers.
-    pub heartbeat_interval: Duration,
+
     /// Missed worker heartbeats before a worker counts as lost.
     pub heartbeat_liveness: u32,
     /// How long finished requests are remembered for retries.
@@ -63,6 +62,9 @@ pub(crate) struct Settings {
     /// How many bytes of stored replies are kept for retries.
     pub retry_bytes: usize,
 }
+
+/// Most clients one job answers; a further retry replaces the oldest waiter.
+const MAX_WAITERS: usize = 8;
 
 /// What an `OverloadError` tells the client to wait before trying again.
 const OVERLOAD_RETRY_AFTER: Duration = Duration::from_millis(200);
@@ -89,8 +91,11 @@ enum State {
 }
 
 struct Job {
-    /// `None` once the client has been answered (timeout) while a worker still runs it.
-    envelope: Option<Envelope>,
+    /// The clients waiting for the reply: the caller, and the sockets its retries came
+    /// from (an earlier attempt's socket may be gone; a reply to it is then dropped by
+    /// libzmq and logged). Empty once they were answered with a timeout while a worker
+    /// still runs the call.
+    waiters: Vec<Envelope>,
     id: Value,
     call: Call,
     deadline: Instant,
@@ -143,6 +148,16 @@ fn encode(id: Value, outcome: Result<Value, Error>) -> Vec<u8> {
     protocol::encode_reply(&Reply { id, outcome })
 }
 
+/// Sends one encoded reply to every waiting client.
+fn answer(waiters: Vec<Envelope>, reply: &[u8], out: &mut Vec<Action>) {
+    for envelope in waiters {
+        out.push(Action::ToClient {
+            envelope,
+            reply: reply.to_vec(),
+        });
+    }
+}
+
 impl Dispatcher {
     pub(crate) fn new(settings: Settings) -> Self {
         let recent = Recent::new(
@@ -164,7 +179,6 @@ impl Dispatcher {
         }
     }
 
-    #[cfg(test)]
     /// Number of registered workers.
     pub(crate) fn worker_count(&self) -> usize {
         self.workers.len()
@@ -254,8 +268,10 @@ impl Dispatcher {
                 Some(Seen::Running(job_key)) => {
                     if let Some(job) = self.jobs.get_mut(&job_key) {
                         tracing::debug!(%id, "retry of a running request: waiting for it");
-                        // The earlier attempt's socket is gone; answer the new one.
-                        job.envelope = Some(envelope);
+                        if job.waiters.len() >= MAX_WAITERS {
+                            job.waiters.remove(0);
+                        }
+                        job.waiters.push(envelope);
                         let deadline = (now + budget).max(job.deadline);
                         if deadline > job.deadline {
                             job.deadline = deadline;
@@ -304,7 +320,7 @@ impl Dispatcher {
         self.jobs.insert(
             key,
             Job {
-                envelope: Some(envelope),
+                waiters: vec![envelope],
                 id,
                 call: Call {
                     function: req.function,
@@ -375,9 +391,11 @@ impl Dispatcher {
         if let Some(rk) = &job.retry_key {
             self.recent.forget(rk);
         }
-        if let Some(envelope) = job.envelope {
-            self.reply(envelope, job.id, Err(Error::Timeout(why.into())), out);
-        }
+        answer(
+            job.waiters,
+            &encode(job.id, Err(Error::Timeout(why.into()))),
+            out,
+        );
     }
 
     /// Ends a job that ran (or may have run) with `outcome`, storing the reply for retries.
@@ -395,13 +413,13 @@ impl Dispatcher {
         if let Some(rk) = job.retry_key {
             self.recent.finish(rk, reply.clone(), now);
         }
-        match job.envelope {
-            Some(envelope) => out.push(Action::ToClient { envelope, reply }),
-            None => tracing::debug!(
+        if job.waiters.is_empty() {
+            tracing::debug!(
                 key,
                 "late reply kept for retries only: the caller had timed out"
-            ),
+            );
         }
+        answer(job.waiters, &reply, out);
     }
 
     /// Hands queued requests to `worker_id` while it has free slots.
@@ -562,7 +580,7 @@ impl Dispatcher {
                 last_used: 0,
                 expires: now + interval * self.settings.heartbeat_liveness,
                 interval,
-                next_heartbeat: now + self.settings.heartbeat_interval,
+                next_heartbeat: now + interval,
             },
         );
         self.feed(&id, now, out);
@@ -613,7 +631,7 @@ impl Dispatcher {
                 .functions
                 .get(&job.call.function)
                 .is_some_and(|f| f.idempotent);
-            if idempotent && !job.redispatched && job.envelope.is_some() {
+            if idempotent && !job.redispatched && !job.waiters.is_empty() {
                 tracing::info!(key, function = %job.call.function, "re-dispatching an idempotent call of a lost worker");
                 job.redispatched = true;
                 job.state = State::Queued;
@@ -644,13 +662,11 @@ impl Dispatcher {
                     if let Some(rk) = &job.retry_key {
                         self.recent.forget(rk);
                     }
-                    if let Some(envelope) = job.envelope {
-                        let err = Error::Unavailable(format!(
-                            "no worker serves '{}' any more",
-                            job.call.function
-                        ));
-                        self.reply(envelope, job.id, Err(err), out);
-                    }
+                    let err = Error::Unavailable(format!(
+                        "no worker serves '{}' any more",
+                        job.call.function
+                    ));
+                    answer(job.waiters, &encode(job.id, Err(err)), out);
                 }
             }
         }
@@ -707,14 +723,15 @@ impl Dispatcher {
                 State::Running(_) => {
                     // The worker keeps its slot until it answers; only the caller is
                     // released. The reply, when it comes, is kept for a retry.
-                    if let Some(envelope) = job.envelope.take() {
-                        let id = job.id.clone();
-                        let err = Error::Timeout(format!(
-                            "'{}' did not answer within the deadline",
-                            job.call.function
-                        ));
-                        self.reply(envelope, id, Err(err), out);
-                    }
+                    let err = Error::Timeout(format!(
+                        "'{}' did not answer within the deadline",
+                        job.call.function
+                    ));
+                    answer(
+                        std::mem::take(&mut job.waiters),
+                        &encode(job.id.clone(), Err(err)),
+                        out,
+                    );
                 }
             }
         }
@@ -733,10 +750,11 @@ impl Dispatcher {
                 out,
             );
         }
-        let interval = self.settings.heartbeat_interval;
+        // Each worker is sent heartbeats at the interval it announced, the one both
+        // sides judge liveness by.
         for (id, w) in &mut self.workers {
             if w.next_heartbeat <= now {
-                w.next_heartbeat = now + interval;
+                w.next_heartbeat = now + w.interval;
                 out.push(Action::ToWorker {
                     worker: id.clone(),
                     key: None,
@@ -780,10 +798,8 @@ impl Dispatcher {
                 if let Some(rk) = &job.retry_key {
                     self.recent.forget(rk);
                 }
-                if let Some(envelope) = job.envelope {
-                    let err = Error::Unavailable("the server is shutting down".into());
-                    self.reply(envelope, job.id, Err(err), out);
-                }
+                let err = Error::Unavailable("the server is shutting down".into());
+                answer(job.waiters, &encode(job.id, Err(err)), out);
             }
         }
     }
@@ -815,7 +831,7 @@ mod tests {
             password: "geheim".into(),
             timeout: Duration::from_secs(5),
             queue_limit: 2,
-            heartbeat_interval: Duration::from_secs(1),
+
             heartbeat_liveness: 3,
             retry_window: Duration::from_secs(60),
             retry_entries: 1000,
@@ -1064,20 +1080,20 @@ mod tests {
         d.client_message(client_from(b"first", 7, "mul"), now, &mut out);
         assert_eq!(sent_to_workers(&out).len(), 1);
         out.clear();
-        // The first attempt's socket is gone; the retry comes from a new one.
+        // A retry from a new socket (the first attempt's may be gone).
         d.client_message(client_from(b"second", 7, "mul"), now, &mut out);
         assert!(out.is_empty(), "not run again, not answered yet: {out:?}");
         d.worker_message(b"A".to_vec(), &worker_reply(1, json!(12)), now, &mut out);
-        match &out[..] {
-            [Action::ToClient { envelope, reply }] => {
-                assert_eq!(envelope[0], b"second".to_vec());
-                assert_eq!(
-                    protocol::decode_reply(reply).unwrap().outcome,
-                    Ok(json!(12))
-                );
-            }
-            other => panic!("{other:?}"),
-        }
+        // Both sockets get the one result (the first may be gone; then libzmq drops it).
+        let to: Vec<&[u8]> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::ToClient { envelope, .. } => Some(envelope[0].as_slice()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(to, vec![&b"first"[..], &b"second"[..]]);
+        assert!(replies(&out).iter().all(|r| r.outcome == Ok(json!(12))));
         out.clear();
         d.client_message(client_from(b"third", 7, "mul"), now, &mut out);
         assert!(

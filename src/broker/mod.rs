@@ -7,11 +7,13 @@
 pub(crate) mod dispatch;
 mod recent;
 
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dispatch::{Action, Dispatcher, Settings};
 
+use crate::actor::Actor;
 use crate::config::{self, Env};
 use crate::error::Error;
 use crate::transport::{self, Curve, TcpOptions};
@@ -55,7 +57,7 @@ impl Options {
                 password,
                 timeout: env.timeout.unwrap_or(config::DEFAULT_TIMEOUT),
                 queue_limit: config::DEFAULT_QUEUE_LIMIT,
-                heartbeat_interval: config::DEFAULT_HEARTBEAT_INTERVAL,
+
                 heartbeat_liveness: config::DEFAULT_HEARTBEAT_LIVENESS,
                 retry_window: config::DEFAULT_RETRY_WINDOW,
                 retry_entries: config::DEFAULT_RETRY_ENTRIES,
@@ -122,10 +124,8 @@ impl Broker {
         queue_limit: usize => |o, v| o.settings.queue_limit = v;
         /// Largest message accepted on the TCP endpoints. Defaults to 4 MiB.
         max_message_size: usize => |o, v| o.tcp.max_message_size = v;
-        /// Interval of heartbeats to workers. Defaults to 1 s.
-        heartbeat_interval: Duration => |o, v| o.settings.heartbeat_interval = v;
-        /// Missed heartbeats (at the worker's own interval) before a worker is lost.
-        /// Defaults to 3.
+                /// Missed heartbeats before a worker is lost. Heartbeats go both ways at the
+        /// interval each worker announces (1 s by default). Defaults to 3.
         heartbeat_liveness: u32 => |o, v| o.settings.heartbeat_liveness = v;
         /// Encrypts both endpoints with CURVE, given this broker's secret key (Z85).
         /// Defaults to `ZMQ_RPC_CURVE_SECRET_KEY`, or plain TCP when that is unset.
@@ -155,8 +155,8 @@ pub struct BrokerHandle {
     client_endpoint: String,
     worker_endpoint: Option<String>,
     inproc_endpoint: String,
-    control: Option<zmq::Socket>,
-    thread: Option<JoinHandle<()>>,
+    workers: Arc<AtomicUsize>,
+    actor: Actor,
 }
 
 impl BrokerHandle {
@@ -182,9 +182,14 @@ impl BrokerHandle {
             .and_then(transport::endpoint_port)
     }
 
+    /// How many workers are registered now.
+    pub fn worker_count(&self) -> usize {
+        self.workers.load(Ordering::Relaxed)
+    }
+
     /// Whether the broker thread has ended.
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().map_or(true, JoinHandle::is_finished)
+        self.actor.is_finished()
     }
 
     /// Serves until SIGINT or SIGTERM, then shuts down (see [`BrokerHandle::shutdown`]).
@@ -206,31 +211,15 @@ impl BrokerHandle {
     /// then whatever still runs is answered with `UnavailableError` and workers are told
     /// to go.
     pub fn shutdown(mut self) {
-        self.stop();
+        self.actor.stop();
     }
 
     /// Blocks until the broker stops.
+    ///
+    /// # Errors
+    /// [`Error::Runtime`] if the broker thread panicked.
     pub fn wait(mut self) -> Result<(), Error> {
-        if let Some(t) = self.thread.take() {
-            t.join()
-                .map_err(|_| Error::Runtime("the broker thread panicked".into()))?;
-        }
-        Ok(())
-    }
-
-    fn stop(&mut self) {
-        if let Some(control) = self.control.take() {
-            let _ = control.send("STOP", 0);
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for BrokerHandle {
-    fn drop(&mut self) {
-        self.stop();
+        self.actor.wait()
     }
 }
 
@@ -240,10 +229,8 @@ pub(crate) fn spawn(ctx: &zmq::Context, mut options: Options) -> Result<BrokerHa
     if s.timeout.is_zero() {
         return Err(Error::Config("the timeout must be positive".into()));
     }
-    if s.heartbeat_interval.is_zero() || s.heartbeat_liveness == 0 {
-        return Err(Error::Config(
-            "heartbeat interval and liveness must be positive".into(),
-        ));
+    if s.heartbeat_liveness == 0 {
+        return Err(Error::Config("heartbeat liveness must be positive".into()));
     }
     if let Some(key) = &options.curve_secret_key {
         options.tcp.curve = Curve::server(key)?;
@@ -256,7 +243,6 @@ pub(crate) fn spawn(ctx: &zmq::Context, mut options: Options) -> Result<BrokerHa
         .map(|p| transport::bind_endpoint(&options.host, p));
     let (backend, worker_endpoint) =
         transport::bind_backend(ctx, &inproc_endpoint, worker_at.as_deref(), &options.tcp)?;
-    let (control, control_peer) = transport::pipe(ctx)?;
     let name = options.settings.name.clone();
     tracing::info!(
         server = %name,
@@ -265,26 +251,26 @@ pub(crate) fn spawn(ctx: &zmq::Context, mut options: Options) -> Result<BrokerHa
         curve = !matches!(options.tcp.curve, Curve::Off),
         "broker started"
     );
-    let mut broker = Loop {
-        frontend,
-        backend,
-        control: control_peer,
-        dispatcher: Dispatcher::new(options.settings),
-        grace: options.grace,
-    };
-    let thread = std::thread::Builder::new()
-        .name("zmq-rpc-broker".into())
-        .spawn(move || {
-            broker.run();
-            tracing::info!(server = %name, "broker stopped");
-        })
-        .map_err(|e| Error::Transport(format!("cannot start the broker thread: {e}")))?;
+    let workers = Arc::new(AtomicUsize::new(0));
+    let gauge = Arc::clone(&workers);
+    let actor = Actor::spawn(ctx, "zmq-rpc-broker", move |control| {
+        Loop {
+            frontend,
+            backend,
+            control,
+            dispatcher: Dispatcher::new(options.settings),
+            grace: options.grace,
+            workers: gauge,
+        }
+        .run();
+        tracing::info!(server = %name, "broker stopped");
+    })?;
     Ok(BrokerHandle {
         client_endpoint,
         worker_endpoint,
         inproc_endpoint,
-        control: Some(control),
-        thread: Some(thread),
+        workers,
+        actor,
     })
 }
 
@@ -294,6 +280,8 @@ struct Loop {
     control: zmq::Socket,
     dispatcher: Dispatcher,
     grace: Duration,
+    /// Registered workers, for the handle.
+    workers: Arc<AtomicUsize>,
 }
 
 impl Loop {
@@ -359,6 +347,8 @@ impl Loop {
             }
             self.dispatcher.tick(Instant::now(), &mut out);
             self.carry_out(&mut out);
+            self.workers
+                .store(self.dispatcher.worker_count(), Ordering::Relaxed);
         }
         self.dispatcher.shutdown(Instant::now(), &mut out);
         self.carry_out(&mut out);
@@ -374,8 +364,10 @@ impl Loop {
                     } => {
                         envelope.push(reply);
                         if let Err(e) = self.frontend.send_multipart(envelope, zmq::DONTWAIT) {
-                            // EHOSTUNREACH: the client has gone; EAGAIN: it does not read.
-                            tracing::warn!(error = %e, "reply dropped: the client cannot take it");
+                            // EHOSTUNREACH: the client has gone (normal for a caller that
+                            // timed out, or an earlier attempt's socket after a retry);
+                            // EAGAIN: it does not read.
+                            tracing::debug!(error = %e, "reply dropped: the client cannot take it");
                         }
                     }
                     Action::ToWorker {

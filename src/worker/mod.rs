@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+use crate::actor::Actor;
 use crate::config::{self, Env};
 use crate::error::Error;
 use crate::protocol::{self, BrokerMessage, Call, Ready, WorkerMessage};
@@ -194,8 +195,7 @@ impl Worker {
 
 /// A running worker. Dropping it stops the worker (see [`WorkerHandle::shutdown`]).
 pub struct WorkerHandle {
-    control: Option<zmq::Socket>,
-    thread: Option<JoinHandle<()>>,
+    actor: Actor,
 }
 
 impl WorkerHandle {
@@ -203,36 +203,20 @@ impl WorkerHandle {
     /// the shutdown grace, 10 s by default) and their replies go out, tells the broker
     /// it leaves, and joins its threads.
     pub fn shutdown(mut self) {
-        self.stop();
+        self.actor.stop();
     }
 
     /// Whether the worker's socket thread has ended.
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().map_or(true, JoinHandle::is_finished)
+        self.actor.is_finished()
     }
 
     /// Blocks until the worker stops (it does not stop by itself).
+    ///
+    /// # Errors
+    /// [`Error::Runtime`] if the worker thread panicked.
     pub fn wait(mut self) -> Result<(), Error> {
-        if let Some(t) = self.thread.take() {
-            t.join()
-                .map_err(|_| Error::Runtime("the worker thread panicked".into()))?;
-        }
-        Ok(())
-    }
-
-    fn stop(&mut self) {
-        if let Some(control) = self.control.take() {
-            let _ = control.send("STOP", 0);
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for WorkerHandle {
-    fn drop(&mut self) {
-        self.stop();
+        self.actor.wait()
     }
 }
 
@@ -251,7 +235,6 @@ pub(crate) fn spawn(
             "heartbeat interval and liveness must be positive".into(),
         ));
     }
-    let (control, control_peer) = transport::pipe(ctx)?;
     let replies_name = transport::unique_inproc("replies");
     let replies = transport::bind_pull(ctx, &replies_name)?;
     let dealer = transport::connect_worker(ctx, endpoint, &setup.tcp)?;
@@ -267,30 +250,29 @@ pub(crate) fn spawn(
             .map_err(|e| Error::Transport(format!("cannot start an executor thread: {e}")))?;
         executors.push((tx, thread));
     }
-    let mut socket_loop = SocketLoop {
-        ctx: ctx.clone(),
-        endpoint: endpoint.to_owned(),
-        setup,
-        dealer,
-        replies,
-        control: control_peer,
-        senders: executors.iter().map(|(tx, _)| tx.clone()).collect(),
-        idle: (0..executors.len()).rev().collect(),
-        backlog: VecDeque::new(),
-        broker_expires: Instant::now(),
-        next_heartbeat: Instant::now(),
-        reconnects: 0,
-    };
-    socket_loop.register(Instant::now())?;
-    let threads: Vec<JoinHandle<()>> = executors.into_iter().map(|(_, t)| t).collect();
-    let thread = std::thread::Builder::new()
-        .name("zmq-rpc-worker".into())
-        .spawn(move || socket_loop.run(threads))
-        .map_err(|e| Error::Transport(format!("cannot start the worker thread: {e}")))?;
-    Ok(WorkerHandle {
-        control: Some(control),
-        thread: Some(thread),
-    })
+    let (senders, threads): (Vec<_>, Vec<_>) = executors.into_iter().unzip();
+    let thread_ctx = ctx.clone();
+    let endpoint = endpoint.to_owned();
+    let actor = Actor::spawn(ctx, "zmq-rpc-worker", move |control| {
+        let now = Instant::now();
+        let mut socket_loop = SocketLoop {
+            ctx: thread_ctx,
+            endpoint,
+            setup,
+            dealer,
+            replies,
+            control,
+            idle: (0..senders.len()).rev().collect(),
+            senders,
+            backlog: VecDeque::new(),
+            broker_expires: now,
+            next_heartbeat: now,
+            reconnects: 0,
+        };
+        socket_loop.register(now);
+        socket_loop.run(threads);
+    })?;
+    Ok(WorkerHandle { actor })
 }
 
 struct Job {
@@ -346,28 +328,18 @@ impl SocketLoop {
         }
     }
 
-    fn register(&mut self, now: Instant) -> Result<(), Error> {
-        let ready = WorkerMessage::Ready(Ready {
+    /// Sends READY (with DONTWAIT: before the connection is up it waits in the pipe).
+    fn register(&mut self, now: Instant) {
+        self.send(&WorkerMessage::Ready(Ready {
             password: self.setup.password.clone(),
             name: self.setup.name.clone(),
             capacity: u32::try_from(self.setup.threads).unwrap_or(u32::MAX),
             heartbeat_ms: u64::try_from(self.setup.heartbeat_interval.as_millis())
                 .unwrap_or(u64::MAX),
             functions: self.setup.registry.infos(),
-        });
-        self.dealer
-            .send_multipart(protocol::encode_worker_message(&ready), zmq::DONTWAIT)
-            .or_else(|e| {
-                // Not connected yet: READY waits in the pipe (DONTWAIT only fails at the HWM).
-                if e == zmq::Error::EAGAIN {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })?;
+        }));
         self.broker_expires = now + self.setup.heartbeat_interval * self.setup.heartbeat_liveness;
         self.next_heartbeat = now + self.setup.heartbeat_interval;
-        Ok(())
     }
 
     fn run(mut self, threads: Vec<JoinHandle<()>>) {
@@ -520,9 +492,7 @@ impl SocketLoop {
         match transport::connect_worker(&self.ctx, &self.endpoint, &self.setup.tcp) {
             Ok(dealer) => {
                 self.dealer = dealer;
-                if let Err(e) = self.register(Instant::now()) {
-                    tracing::error!(error = %e, "cannot register");
-                }
+                self.register(Instant::now());
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot reconnect");
