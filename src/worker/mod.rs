@@ -268,6 +268,7 @@ pub(crate) fn spawn(
             broker_expires: now,
             next_heartbeat: now,
             reconnects: 0,
+            draining: false,
         };
         socket_loop.register(now);
         socket_loop.run(threads);
@@ -316,6 +317,8 @@ struct SocketLoop {
     broker_expires: Instant,
     next_heartbeat: Instant,
     reconnects: u32,
+    /// Stopping: told the broker DRAIN (again after any reconnect).
+    draining: bool,
 }
 
 impl SocketLoop {
@@ -338,6 +341,9 @@ impl SocketLoop {
                 .unwrap_or(u64::MAX),
             functions: self.setup.registry.infos(),
         }));
+        if self.draining {
+            self.send(&WorkerMessage::Drain);
+        }
         self.broker_expires = now + self.setup.heartbeat_interval * self.setup.heartbeat_liveness;
         self.next_heartbeat = now + self.setup.heartbeat_interval;
     }
@@ -376,6 +382,7 @@ impl SocketLoop {
                     running = self.senders.len() - self.idle.len(),
                     "worker draining"
                 );
+                self.draining = true;
                 self.send(&WorkerMessage::Drain);
                 stop_by = Some(Instant::now() + self.setup.grace);
             }
