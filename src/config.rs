@@ -34,6 +34,10 @@ pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_RETRY_ENTRIES: usize = 100_000;
 /// Bytes of stored replies the broker keeps for retries.
 pub const DEFAULT_RETRY_BYTES: usize = 64 * 1024 * 1024;
+/// How long a freshly started standalone broker lets calls to not-yet-registered
+/// functions wait for workers: one liveness window at the default heartbeat, within which
+/// workers of a previous broker notice the restart and register again.
+pub const DEFAULT_BROKER_WARMUP: Duration = Duration::from_secs(3);
 /// How long a stopping server, broker or worker lets running calls finish.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Client: attempts after the first, for failures where the request may not have been

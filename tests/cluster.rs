@@ -5,12 +5,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::io::Read;
 use std::time::{Duration, Instant};
 
-use common::{wait_for_workers, with_timeout, TempDir, PASSWORD};
+use common::process::{process_test, spawn_entry, BrokerCommand, BrokerProcess, Processes};
+use common::{wait_for_workers, TempDir, PASSWORD};
 use zmq_rpc::{Error, RpcClient, Worker};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -59,111 +58,23 @@ fn worker_process_entry() {
     running.shutdown();
 }
 
-/// The processes a test started; killed when the test ends, pass, fail or hang.
-#[derive(Clone, Default)]
-struct Processes(Arc<Mutex<Vec<Child>>>);
-
-impl Processes {
-    fn lock(&self) -> MutexGuard<'_, Vec<Child>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Keeps `child`; returns its index and pid.
-    fn keep(&self, child: Child) -> (usize, u32) {
-        let pid = child.id();
-        let mut children = self.lock();
-        children.push(child);
-        (children.len() - 1, pid)
-    }
-
-    /// SIGKILLs the process at `index` and reaps it.
-    fn kill(&self, index: usize) {
-        let mut children = self.lock();
-        children[index].kill().expect("kill the worker process");
-        children[index].wait().expect("reap the worker process");
-    }
-}
-
-/// Owned by the test's own thread (outside [`with_timeout`]), so even a test that times
-/// out kills what it started.
-struct KillOnDrop(Processes);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for child in self.0.lock().iter_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A running `zmq-rpc broker`, with its bound ports.
-struct BrokerProcess {
-    client_port: u16,
-    worker_endpoint: String,
-    // Kept open: the broker may still write to stdout.
-    _stdout: BufReader<ChildStdout>,
-}
-
-/// Runs the real binary on ephemeral ports and reads the ports from its first line.
-fn spawn_broker(processes: &Processes, dir: &TempDir) -> BrokerProcess {
-    let mut child = common::zmq_rpc_command(dir.path())
-        .args(["broker", "--host", "127.0.0.1", "--port", "0"])
-        .args(["--worker-port", "0", "--password", PASSWORD])
-        .args(["--name", BROKER_NAME])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the zmq-rpc binary");
-    let stdout = child.stdout.take().expect("piped stdout");
-    processes.keep(child);
-    let mut stdout = BufReader::new(stdout);
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("read the broker's line");
-    // `broker listening: clients tcp://127.0.0.1:PORT workers tcp://127.0.0.1:PORT`
-    let words: Vec<&str> = line.split_whitespace().collect();
-    match words.as_slice() {
-        ["broker", "listening:", "clients", clients, "workers", workers] => {
-            let client_port = clients
-                .strip_prefix("tcp://127.0.0.1:")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or_else(|| panic!("client endpoint in {line:?}"));
-            assert!(
-                workers.starts_with("tcp://127.0.0.1:") && !workers.ends_with(":0"),
-                "{line:?}"
-            );
-            BrokerProcess {
-                client_port,
-                worker_endpoint: (*workers).to_owned(),
-                _stdout: stdout,
-            }
-        }
-        _ => panic!("unexpected first line from the broker: {line:?}"),
-    }
-}
-
 /// Starts this test binary again as a worker process named `name`. Returns its index in
 /// `processes` and its pid.
 fn spawn_worker(processes: &Processes, dir: &TempDir, endpoint: &str, name: &str) -> (usize, u32) {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let mut command = Command::new(exe);
-    command
-        .args([
-            "--exact",
-            "worker_process_entry",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(ENDPOINT_VAR, endpoint)
-        .env(NAME_VAR, name)
-        .current_dir(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for var in common::ENV_VARS {
-        command.env_remove(var);
-    }
-    processes.keep(command.spawn().expect("start a worker process"))
+    spawn_entry(
+        processes,
+        dir,
+        "worker_process_entry",
+        &[
+            (ENDPOINT_VAR, endpoint.to_owned()),
+            (NAME_VAR, name.to_owned()),
+        ],
+    )
+}
+
+/// The real `zmq-rpc broker` on free ports.
+fn spawn_broker(processes: &Processes, dir: &TempDir) -> BrokerProcess {
+    BrokerCommand::new(BROKER_NAME).spawn(processes, dir)
 }
 
 fn client(port: u16) -> RpcClient {
@@ -172,10 +83,7 @@ fn client(port: u16) -> RpcClient {
 
 /// Runs `body` under the hard timeout with a fresh process list that is killed at the end.
 fn cluster_test(body: impl FnOnce(Processes, TempDir) + Send + 'static) {
-    let processes = Processes::default();
-    let _guard = KillOnDrop(processes.clone());
-    let dir = TempDir::new();
-    with_timeout(LIMIT, move || body(processes, dir));
+    process_test(LIMIT, body);
 }
 
 #[test]

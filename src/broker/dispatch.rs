@@ -61,6 +61,10 @@ pub(crate) struct Settings {
     pub retry_entries: usize,
     /// How many bytes of stored replies are kept for retries.
     pub retry_bytes: usize,
+    /// After start, how long a request for a function no worker serves waits for workers
+    /// to (re-)register before it is answered `NameError`. A restarted standalone broker
+    /// needs this; an `RpcServer` registers its workers before it serves (zero).
+    pub warmup: Duration,
 }
 
 /// Most clients one job answers; a further retry replaces the oldest waiter.
@@ -120,6 +124,10 @@ pub(crate) struct Dispatcher {
     dispatch_seq: u64,
     /// Shutting down: new requests are refused, running ones finish.
     draining: bool,
+    /// Until then, requests for unknown functions wait (see `Settings::warmup`).
+    warm_until: Option<Instant>,
+    /// The warm-up has just ended: what no worker serves now was never registered.
+    warmup_ended: bool,
 }
 
 fn passwords_match(given: &str, expected: &str) -> bool {
@@ -159,23 +167,27 @@ fn answer(waiters: Vec<Envelope>, reply: &[u8], out: &mut Vec<Action>) {
 }
 
 impl Dispatcher {
-    pub(crate) fn new(settings: Settings) -> Self {
+    pub(crate) fn new(settings: Settings, now: Instant) -> Self {
         let recent = Recent::new(
             settings.retry_window,
             settings.retry_entries,
             settings.retry_bytes,
         );
         Dispatcher {
-            settings,
             workers: HashMap::new(),
             jobs: HashMap::new(),
             queue: VecDeque::new(),
             queued: 0,
             deadlines: BinaryHeap::new(),
             recent,
-            next_key: 1,
+            // A random start: a reply from a worker that was connected to an earlier
+            // broker on this address can never match a request key of this one.
+            next_key: fastrand::u64(1..1 << 62),
             dispatch_seq: 0,
             draining: false,
+            warmup_ended: false,
+            warm_until: Some(now + settings.warmup).filter(|_| !settings.warmup.is_zero()),
+            settings,
         }
     }
 
@@ -287,10 +299,12 @@ impl Dispatcher {
             let err = Error::Unavailable("the server is shutting down".into());
             return self.reply(envelope, id, Err(err), out);
         }
-        if !self
-            .workers
-            .values()
-            .any(|w| w.functions.contains_key(&req.function))
+        let warming = self.warm_until.is_some_and(|t| now < t);
+        if !warming
+            && !self
+                .workers
+                .values()
+                .any(|w| w.functions.contains_key(&req.function))
         {
             let err = Error::Name(format!(
                 "no function named '{}' is registered",
@@ -645,8 +659,14 @@ impl Dispatcher {
         self.feed_all(now, out);
     }
 
-    /// Answers queued requests that no remaining worker can serve.
+    /// Answers queued requests that no remaining worker can serve: `UnavailableError`
+    /// after a worker left, `NameError` when the warm-up ends (during it, they wait for
+    /// workers to register).
     fn fail_unservable(&mut self, out: &mut Vec<Action>) {
+        if self.warm_until.is_some() {
+            return;
+        }
+        let ended_warmup = std::mem::take(&mut self.warmup_ended);
         let keys: Vec<u64> = self.queue.iter().copied().collect();
         for key in keys {
             let servable = match self.jobs.get(&key) {
@@ -662,10 +682,12 @@ impl Dispatcher {
                     if let Some(rk) = &job.retry_key {
                         self.recent.forget(rk);
                     }
-                    let err = Error::Unavailable(format!(
-                        "no worker serves '{}' any more",
-                        job.call.function
-                    ));
+                    let f = &job.call.function;
+                    let err = if ended_warmup {
+                        Error::Name(format!("no function named '{f}' is registered"))
+                    } else {
+                        Error::Unavailable(format!("no worker serves '{f}' any more"))
+                    };
                     answer(job.waiters, &encode(job.id, Err(err)), out);
                 }
             }
@@ -702,8 +724,13 @@ impl Dispatcher {
         }
     }
 
-    /// Expires deadlines, drops silent workers, sends heartbeats.
+    /// Expires deadlines, drops silent workers, sends heartbeats, ends the warm-up.
     pub(crate) fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.warm_until.is_some_and(|t| now >= t) {
+            self.warm_until = None;
+            self.warmup_ended = true;
+            self.fail_unservable(out);
+        }
         while let Some(Reverse((deadline, key))) = self.deadlines.peek().copied() {
             if deadline > now {
                 break;
@@ -768,6 +795,10 @@ impl Dispatcher {
     /// The next instant at which [`Dispatcher::tick`] has work.
     pub(crate) fn next_tick(&self) -> Option<Instant> {
         let deadline = self.deadlines.peek().map(|Reverse((d, _))| *d);
+        let deadline = match (deadline, self.warm_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let workers = self
             .workers
             .values()
@@ -825,6 +856,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn dispatcher() -> Dispatcher {
+        let mut d = Dispatcher::new(settings(), Instant::now());
+        d.next_key = 1;
+        d
+    }
+
     fn settings() -> Settings {
         Settings {
             name: "Rechner1".into(),
@@ -836,6 +873,7 @@ mod tests {
             retry_window: Duration::from_secs(60),
             retry_entries: 1000,
             retry_bytes: 1 << 20,
+            warmup: Duration::ZERO,
         }
     }
 
@@ -896,7 +934,7 @@ mod tests {
     #[test]
     fn fast_call_goes_to_the_idle_worker_not_behind_the_slow_one() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(settings());
+        let mut d = dispatcher();
         let mut out = Vec::new();
         d.worker_message(b"A".to_vec(), &ready(&["mul", "add"], 1), now, &mut out);
         d.worker_message(b"B".to_vec(), &ready(&["mul", "add"], 1), now, &mut out);
@@ -912,7 +950,7 @@ mod tests {
     #[test]
     fn busy_workers_queue_then_feed_in_order() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(settings());
+        let mut d = dispatcher();
         let mut out = Vec::new();
         d.worker_message(b"A".to_vec(), &ready(&["add"], 1), now, &mut out);
         d.client_message(client(1, "add"), now, &mut out);
@@ -946,7 +984,7 @@ mod tests {
     #[test]
     fn seed_errors_are_answered_at_once() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(settings());
+        let mut d = dispatcher();
         let mut out = Vec::new();
         d.worker_message(b"A".to_vec(), &ready(&["add"], 1), now, &mut out);
         out.clear();
@@ -975,7 +1013,7 @@ mod tests {
     #[test]
     fn deadline_answers_caller_and_drops_the_late_reply() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(settings());
+        let mut d = dispatcher();
         let mut out = Vec::new();
         d.worker_message(b"A".to_vec(), &ready(&["add"], 1), now, &mut out);
         d.client_message(client(1, "add"), now, &mut out);
@@ -1005,7 +1043,7 @@ mod tests {
     #[test]
     fn silent_worker_is_removed_and_its_caller_answered() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(settings());
+        let mut d = dispatcher();
         let mut out = Vec::new();
         d.worker_message(b"A".to_vec(), &ready(&["add"], 1), now, &mut out);
         d.client_message(client(1, "add"), now, &mut out);
@@ -1023,7 +1061,7 @@ mod tests {
     #[test]
     fn workers_with_the_wrong_password_or_reserved_names_are_refused() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(settings());
+        let mut d = dispatcher();
         let mut out = Vec::new();
         d.worker_message(b"A".to_vec(), &ready(&["ping"], 1), now, &mut out);
         let mut bad = ready(&["add"], 1);
@@ -1039,7 +1077,7 @@ mod tests {
     #[test]
     fn undeliverable_request_goes_to_another_worker() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(settings());
+        let mut d = dispatcher();
         let mut out = Vec::new();
         d.worker_message(b"A".to_vec(), &ready(&["add"], 1), now, &mut out);
         d.client_message(client(1, "add"), now, &mut out);
@@ -1074,7 +1112,7 @@ mod tests {
     #[test]
     fn a_retry_waits_for_the_running_call_and_then_gets_the_stored_reply() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(settings());
+        let mut d = dispatcher();
         let mut out = Vec::new();
         d.worker_message(b"A".to_vec(), &ready(&["mul"], 2), now, &mut out);
         d.client_message(client_from(b"first", 7, "mul"), now, &mut out);
@@ -1115,7 +1153,7 @@ mod tests {
     #[test]
     fn an_idempotent_call_of_a_lost_worker_runs_once_more_elsewhere() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(settings());
+        let mut d = dispatcher();
         let mut out = Vec::new();
         d.worker_message(b"A".to_vec(), &ready_idempotent("get"), now, &mut out);
         d.client_message(client(1, "get"), now, &mut out);
@@ -1137,7 +1175,7 @@ mod tests {
     #[test]
     fn draining_refuses_new_work_and_answers_the_queue() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(settings());
+        let mut d = dispatcher();
         let mut out = Vec::new();
         d.worker_message(b"A".to_vec(), &ready(&["add"], 1), now, &mut out);
         d.client_message(client(1, "add"), now, &mut out);
@@ -1165,7 +1203,7 @@ mod tests {
     #[test]
     fn a_draining_worker_gets_no_new_requests() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(settings());
+        let mut d = dispatcher();
         let mut out = Vec::new();
         d.worker_message(b"A".to_vec(), &ready(&["add"], 2), now, &mut out);
         let drain = protocol::encode_worker_message(&WorkerMessage::Drain);
@@ -1180,7 +1218,7 @@ mod tests {
     #[test]
     fn an_expired_queued_request_is_never_dispatched() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(settings());
+        let mut d = dispatcher();
         let mut out = Vec::new();
         d.worker_message(b"A".to_vec(), &ready(&["add"], 1), now, &mut out);
         d.client_message(client(1, "add"), now, &mut out);
@@ -1198,6 +1236,46 @@ mod tests {
         let r = replies(&out);
         assert_eq!(r.len(), 2);
         assert!(matches!(r[1].outcome, Err(Error::Timeout(_))));
+    }
+
+    #[test]
+    fn a_restarted_broker_lets_unknown_functions_wait_for_workers_during_warmup() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(
+            Settings {
+                warmup: Duration::from_secs(3),
+                ..settings()
+            },
+            now,
+        );
+        let mut out = Vec::new();
+        d.client_message(client(1, "add"), now, &mut out);
+        d.client_message(client(2, "nope"), now, &mut out);
+        assert!(out.is_empty(), "both wait for workers: {out:?}");
+        d.worker_message(
+            b"A".to_vec(),
+            &ready(&["add"], 1),
+            now + Duration::from_millis(500),
+            &mut out,
+        );
+        assert_eq!(
+            sent_to_workers(&out).len(),
+            1,
+            "add runs once its worker is back"
+        );
+        out.clear();
+        assert!(d.next_tick().unwrap() <= now + Duration::from_secs(3));
+        d.tick(now + Duration::from_secs(3), &mut out);
+        let r = replies(&out);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].id, json!(2));
+        assert!(matches!(r[0].outcome, Err(Error::Name(_))), "{r:?}");
+        out.clear();
+        d.client_message(client(3, "nope"), now + Duration::from_secs(3), &mut out);
+        assert!(
+            matches!(replies(&out)[0].outcome, Err(Error::Name(_))),
+            "at once after warm-up"
+        );
     }
 
     #[test]

@@ -62,6 +62,7 @@ impl Options {
                 retry_window: config::DEFAULT_RETRY_WINDOW,
                 retry_entries: config::DEFAULT_RETRY_ENTRIES,
                 retry_bytes: config::DEFAULT_RETRY_BYTES,
+                warmup: Duration::ZERO,
             },
             grace: config::DEFAULT_SHUTDOWN_GRACE,
             host: env
@@ -105,6 +106,7 @@ impl Broker {
         let (env, problem) = load_env();
         let mut options = Options::from_env(password.into(), name.into(), &env);
         options.worker_port = Some(env.worker_port.unwrap_or(config::DEFAULT_WORKER_PORT));
+        options.settings.warmup = config::DEFAULT_BROKER_WARMUP;
         Broker { options, problem }
     }
 
@@ -133,8 +135,12 @@ impl Broker {
         /// How long requests are remembered so that a retry never runs a call twice
         /// (zero turns this off). Defaults to 60 s.
         retry_window: Duration => |o, v| o.settings.retry_window = v;
-        /// How long a shutdown lets running calls finish. Defaults to 10 s.
+                /// How long a shutdown lets running calls finish. Defaults to 10 s.
         shutdown_grace: Duration => |o, v| o.grace = v;
+        /// After start, how long a call to a function no worker serves waits for workers
+        /// to register before it gets `NameError` (so a restarted broker does not refuse
+        /// calls its workers are about to offer again). Defaults to 3 s.
+        warmup: Duration => |o, v| o.settings.warmup = v;
     }
 
     /// Binds both endpoints and starts the broker thread.
@@ -258,7 +264,7 @@ pub(crate) fn spawn(ctx: &zmq::Context, mut options: Options) -> Result<BrokerHa
             frontend,
             backend,
             control,
-            dispatcher: Dispatcher::new(options.settings),
+            dispatcher: Dispatcher::new(options.settings, Instant::now()),
             grace: options.grace,
             workers: gauge,
         }

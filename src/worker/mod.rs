@@ -269,6 +269,8 @@ pub(crate) fn spawn(
             next_heartbeat: now,
             reconnects: 0,
             draining: false,
+            connection: 0,
+            running_on: vec![0; threads.len()],
         };
         socket_loop.register(now);
         socket_loop.run(threads);
@@ -280,6 +282,8 @@ struct Job {
     key: u64,
     call: Call,
     deadline: Option<Instant>,
+    /// The connection (see `SocketLoop::connection`) the request came on.
+    connection: u64,
 }
 
 fn execute(index: usize, jobs: &mpsc::Receiver<Job>, push: &zmq::Socket, registry: &Registry) {
@@ -319,6 +323,12 @@ struct SocketLoop {
     reconnects: u32,
     /// Stopping: told the broker DRAIN (again after any reconnect).
     draining: bool,
+    /// Generation of `dealer`, bumped on every reconnect. A reply to a request of an
+    /// earlier connection must not reach the new broker: its key may name a different
+    /// request there (keys are per broker).
+    connection: u64,
+    /// Per executor: the connection of the request it runs.
+    running_on: Vec<u64>,
 }
 
 impl SocketLoop {
@@ -419,6 +429,11 @@ impl SocketLoop {
                 .and_then(|s| s.parse().ok())
             {
                 self.idle.push(i);
+                if self.running_on.get(i) != Some(&self.connection) {
+                    tracing::debug!("dropping the reply to a request of an earlier connection");
+                    self.start_backlog();
+                    continue;
+                }
             }
             if let Err(e) = self.dealer.send_multipart(frames, zmq::DONTWAIT) {
                 tracing::warn!(error = %e, "cannot send a reply to the broker");
@@ -439,6 +454,7 @@ impl SocketLoop {
     fn start(&mut self, job: Job) {
         match self.idle.pop() {
             Some(i) => {
+                self.running_on[i] = job.connection;
                 if let Err(mpsc::SendError(job)) = self.senders[i].send(job) {
                     // The executor died (it cannot panic: calls are caught); answer anyway.
                     self.send(&WorkerMessage::Reply {
@@ -460,10 +476,12 @@ impl SocketLoop {
                 Ok(BrokerMessage::Request { key, call }) => {
                     self.reconnects = 0;
                     let deadline = call.timeout_ms.map(|ms| now + Duration::from_millis(ms));
+                    let connection = self.connection;
                     self.start(Job {
                         key,
                         call,
                         deadline,
+                        connection,
                     });
                 }
                 Ok(BrokerMessage::Heartbeat) => self.reconnects = 0,
@@ -499,6 +517,10 @@ impl SocketLoop {
         match transport::connect_worker(&self.ctx, &self.endpoint, &self.setup.tcp) {
             Ok(dealer) => {
                 self.dealer = dealer;
+                self.connection += 1;
+                // Requests of the earlier connection that never started: that broker
+                // is gone or has answered them already.
+                self.backlog.clear();
                 self.register(Instant::now());
             }
             Err(e) => {

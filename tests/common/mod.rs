@@ -1,5 +1,6 @@
 //! Shared by the integration tests: a hard timeout per test, the seed's server on an
-//! ephemeral port, clients, waiting for workers, and helpers for running processes.
+//! ephemeral port, clients, waiting for workers, and helpers for running processes
+//! (`process`: the broker binary and re-executed worker processes).
 
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
@@ -16,6 +17,8 @@ use zmq_rpc::{RpcClient, RpcServer, ServerHandle};
 /// The seed's `add` and `slow_multiply`, the `Calculator` stubs, shared with the examples.
 #[path = "../../examples/seed/mod.rs"]
 pub mod seed;
+
+pub mod process;
 
 /// The password of every test server.
 pub const PASSWORD: &str = "pw";
