@@ -2,13 +2,14 @@
 //! and hand-built JSON, no zmq-rpc client code. Each test starts a real server on
 //! 127.0.0.1 with an ephemeral port and fails within 20 s if anything hangs.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use zmq_rpc::{RpcServer, ServerHandle};
+use zmq_rpc::ServerHandle;
 
 const PASSWORD: &str = "geheim";
 const SERVER_NAME: &str = "spec-server";
@@ -20,50 +21,11 @@ const REPLY_TIMEOUT_MS: i32 = 5000;
 /// Runs `body` on its own thread; fails the test if it panics or takes longer than
 /// [`HARD_TIMEOUT`].
 fn with_timeout(body: impl FnOnce() + Send + 'static) {
-    let (done_tx, done_rx) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        body();
-        let _ = done_tx.send(());
-    });
-    match done_rx.recv_timeout(HARD_TIMEOUT) {
-        Ok(()) => thread.join().expect("test body"),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            // The body panicked: report its panic, not ours.
-            if let Err(panic) = thread.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test hung for {HARD_TIMEOUT:?}"),
-    }
+    common::with_timeout(HARD_TIMEOUT, body);
 }
 
-/// A server with `add` (typed, with parameter names), `div` (fails on zero) and
-/// `next` (a counter, to see whether a call ran again).
 fn start_server() -> (ServerHandle, Arc<AtomicU64>) {
-    let counter = Arc::new(AtomicU64::new(0));
-    let seen = Arc::clone(&counter);
-    let mut server = RpcServer::new(PASSWORD, SERVER_NAME)
-        .host("127.0.0.1")
-        .port(0)
-        .workers(2);
-    server
-        .add_external_function(|a: i64, b: i64| a + b, "add")
-        .description("Adds two numbers.")
-        .params(["a", "b"]);
-    server.add_external_function(
-        |a: f64, b: f64| {
-            if b == 0.0 {
-                Err("division by zero".to_owned())
-            } else {
-                Ok(a / b)
-            }
-        },
-        "div",
-    );
-    server.add_external_function(move || seen.fetch_add(1, Ordering::SeqCst) + 1, "next");
-    let running = server.start().expect("server starts");
-    assert!(running.port() > 0);
-    (running, counter)
+    common::start_spec_server(PASSWORD, SERVER_NAME)
 }
 
 fn endpoint(server: &ServerHandle) -> String {

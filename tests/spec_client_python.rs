@@ -4,13 +4,13 @@
 //! Without pyzmq the test prints a SKIP line and passes, unless `ZMQ_RPC_REQUIRE_PYZMQ=1`
 //! (as in CI), where a missing pyzmq is a failure. The script gets 20 s; a hang fails.
 
+mod common;
+
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-use zmq_rpc::RpcServer;
 
 const HARD_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -81,31 +81,7 @@ fn the_python_spec_client_passes_against_a_real_server() {
         return;
     }
 
-    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut server = RpcServer::new("geheim", "spec-py")
-        .host("127.0.0.1")
-        .port(0)
-        .workers(2);
-    server
-        .add_external_function(|a: i64, b: i64| a + b, "add")
-        .description("Adds two numbers.")
-        .params(["a", "b"]);
-    server.add_external_function(
-        |a: f64, b: f64| {
-            if b == 0.0 {
-                Err("division by zero".to_owned())
-            } else {
-                Ok(a / b)
-            }
-        },
-        "div",
-    );
-    let seen = std::sync::Arc::clone(&counter);
-    server.add_external_function(
-        move || seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1,
-        "next",
-    );
-    let running = server.start().expect("server starts");
+    let (running, counter) = common::start_spec_server("geheim", "spec-py");
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut child = Command::new("python3")

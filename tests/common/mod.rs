@@ -253,3 +253,24 @@ pub fn is_client_timeout(message: &str, port: u16, ms: u64) -> bool {
         .and_then(|n| n.parse::<u32>().ok())
         .is_some_and(|n| n >= 1)
 }
+
+/// The server the spec-client tests call: `add` (typed, with parameter names), `div`
+/// (fails on zero) and `next` (a counter, to see whether a call ran again).
+pub fn start_spec_server(
+    password: &str,
+    name: &str,
+) -> (ServerHandle, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = std::sync::Arc::clone(&counter);
+    let mut server = RpcServer::new(password, name)
+        .host("127.0.0.1")
+        .port(0)
+        .workers(2);
+    server
+        .add_external_function(seed::add, "add")
+        .description("Adds two numbers.")
+        .params(["a", "b"]);
+    server.add_external_function(divide, "div");
+    server.add_external_function(move || seen.fetch_add(1, Ordering::SeqCst) + 1, "next");
+    (server.start().expect("the spec server starts"), counter)
+}
