@@ -29,6 +29,10 @@ pub(crate) struct BrokerArgs {
     /// Requests that may wait for a worker before new ones get OverloadError.
     #[arg(long, default_value_t = config::DEFAULT_QUEUE_LIMIT)]
     queue_limit: usize,
+    /// After start, how long (ms) calls to functions no worker has registered yet wait
+    /// for workers before they get NameError.
+    #[arg(long = "warmup", default_value_t = config::DEFAULT_BROKER_WARMUP.as_millis() as u64)]
+    warmup_ms: u64,
     /// This broker's CURVE secret key (Z85); turns encryption on.
     #[arg(long, env = vars::CURVE_SECRET_KEY, hide_env_values = true)]
     curve_secret_key: Option<String>,
@@ -40,7 +44,8 @@ pub(crate) fn run(args: &BrokerArgs) -> Result<(), Error> {
         .port(args.port)
         .worker_port(args.worker_port)
         .timeout(Duration::from_millis(args.timeout_ms))
-        .queue_limit(args.queue_limit);
+        .queue_limit(args.queue_limit)
+        .warmup(Duration::from_millis(args.warmup_ms));
     if let Some(key) = &args.curve_secret_key {
         broker = broker.curve_secret_key(key);
     }
