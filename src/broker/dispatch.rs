@@ -445,21 +445,31 @@ impl Dispatcher {
             if worker.draining || worker.in_flight >= worker.capacity || self.queued == 0 {
                 return;
             }
-            let mut found = None;
-            self.queue.retain(|key| {
-                let Some(job) = self.jobs.get(key) else {
-                    return false;
-                };
-                if !matches!(job.state, State::Queued) {
-                    return false;
-                }
-                if found.is_none() && worker.functions.contains_key(&job.call.function) {
-                    found = Some(*key);
-                    return false;
-                }
-                true
+            let jobs = &self.jobs;
+            let queued = |key: &u64| {
+                matches!(
+                    jobs.get(key),
+                    Some(Job {
+                        state: State::Queued,
+                        ..
+                    })
+                )
+            };
+            // Keys of requests that left the queue otherwise (expired, answered) are
+            // dropped when they reach the front; elsewhere they are skipped.
+            while self.queue.front().is_some_and(|k| !queued(k)) {
+                self.queue.pop_front();
+            }
+            // Usually the oldest request fits and this stops at the front.
+            let position = self.queue.iter().position(|k| {
+                queued(k)
+                    && jobs
+                        .get(k)
+                        .is_some_and(|j| worker.functions.contains_key(&j.call.function))
             });
-            let Some(key) = found else { return };
+            let Some(key) = position.and_then(|p| self.queue.remove(p)) else {
+                return;
+            };
             self.queued -= 1;
             self.dispatch(key, worker_id.clone(), now, out);
         }
