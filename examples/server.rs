@@ -7,11 +7,7 @@
 mod seed;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    seed::init_logging();
     let env = seed::env();
     let mut server = zmq_rpc::RpcServer::new(seed::password(&env), seed::SERVER_NAME);
     seed::register_server(&mut server);

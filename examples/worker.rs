@@ -8,11 +8,7 @@
 mod seed;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    seed::init_logging();
     let env = seed::env();
     let host = env.host.as_deref().unwrap_or(zmq_rpc::config::DEFAULT_HOST);
     let port = env

@@ -1,23 +1,14 @@
 //! CURVE end to end: encrypted calls work with the right key, and a client without it
 //! (or with a wrong one) gets no answer instead of a silent plaintext fallback.
 
+mod common;
+
 use std::time::Duration;
 
 use zmq_rpc::{Error, RpcClient, RpcServer, Worker};
 
 fn with_deadline<F: FnOnce() + Send + 'static>(seconds: u64, body: F) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let t = std::thread::spawn(move || {
-        body();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(seconds)) {
-        Ok(()) => t.join().unwrap(),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            std::panic::resume_unwind(t.join().unwrap_err())
-        }
-        Err(_) => panic!("test hung for {seconds} s"),
-    }
+    common::with_timeout(Duration::from_secs(seconds), body);
 }
 
 #[test]

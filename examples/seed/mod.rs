@@ -32,6 +32,15 @@ zmq_rpc::remote_interface! {
     }
 }
 
+/// Logs to stderr at the level `RUST_LOG` sets, `info` by default.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+}
+
 /// Settings from the environment and `.env`, or the defaults.
 pub fn env() -> Env {
     Env::load().unwrap_or_else(|e| {
