@@ -63,26 +63,31 @@ pub fn run_client(calc: &Calculator) -> Result<(), zmq_rpc::Error> {
     Ok(())
 }
 
+/// One of the seed's functions: the function, its alias, its docstring.
+pub type SeedFunction = (fn(i64, i64) -> i64, &'static str, &'static str);
+
+/// The seed's functions with their aliases and docstrings.
+pub const FUNCTIONS: [SeedFunction; 2] = [
+    (add, "add", "Addiert zwei Zahlen."),
+    (slow_multiply, "mul", "Multipliziert mit Verzögerung."),
+];
+
 /// Registers the seed's functions under the seed's aliases.
 pub fn register_server(server: &mut zmq_rpc::RpcServer) {
-    server
-        .add_external_function(add, "add")
-        .description("Addiert zwei Zahlen.")
-        .params(["a", "b"]);
-    server
-        .add_external_function(slow_multiply, "mul")
-        .description("Multipliziert mit Verzögerung.")
-        .params(["a", "b"]);
+    for (func, alias, doc) in FUNCTIONS {
+        server
+            .add_external_function(func, alias)
+            .description(doc)
+            .params(["a", "b"]);
+    }
 }
 
 /// The same registrations on a worker process.
 pub fn register_worker(worker: &mut zmq_rpc::Worker) {
-    worker
-        .add_external_function(add, "add")
-        .description("Addiert zwei Zahlen.")
-        .params(["a", "b"]);
-    worker
-        .add_external_function(slow_multiply, "mul")
-        .description("Multipliziert mit Verzögerung.")
-        .params(["a", "b"]);
+    for (func, alias, doc) in FUNCTIONS {
+        worker
+            .add_external_function(func, alias)
+            .description(doc)
+            .params(["a", "b"]);
+    }
 }
