@@ -38,10 +38,22 @@ impl Actor {
 
     /// Asks the thread to stop and waits for it.
     pub(crate) fn stop(&mut self) {
+        self.signal();
+        let _ = self.wait();
+    }
+
+    /// Asks the thread to stop without waiting for it.
+    pub(crate) fn signal(&mut self) {
         if let Some(control) = self.control.take() {
             let _ = control.send("STOP", 0);
         }
-        let _ = self.wait();
+    }
+
+    /// Gives up on a thread that does not end (a call that overruns the shutdown grace):
+    /// it is left behind rather than joined.
+    pub(crate) fn abandon(&mut self) {
+        self.control = None;
+        self.thread = None;
     }
 
     /// Waits for the thread to end by itself.

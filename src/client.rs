@@ -1,6 +1,7 @@
 //! The synchronous client, and the macro that declares typed remote interfaces.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -9,13 +10,14 @@ use serde_json::{Map, Value};
 
 use crate::config::{self, Env};
 use crate::error::Error;
-use crate::protocol::{self, Request};
+use crate::protocol::{self, Reply, Request};
 use crate::transport::{self, Curve, TcpOptions};
 
 /// A connection to an RPC server (or standalone broker) that calls functions by name.
 ///
 /// Calls are synchronous. The client is `Send` but not `Sync`: it owns one socket, so
-/// use one client per thread.
+/// use one client per thread. One thread can still keep many calls in flight on one
+/// client with [`RpcClient::submit`] and [`Pending::wait`] (no async runtime needed).
 ///
 /// ```no_run
 /// use zmq_rpc::RpcClient;
@@ -41,6 +43,12 @@ pub struct RpcClient {
     next_id: Cell<u64>,
     /// Distinguishes this client's ids from an earlier client's replies on a reused port.
     id_prefix: String,
+    /// Submitted calls (by id) not yet waited for, with their reply once it came in
+    /// while another call was being waited for.
+    inflight: RefCell<HashMap<String, Option<Result<Value, Error>>>>,
+    /// Bumped whenever the socket is dropped: a submitted call sent on an earlier socket
+    /// can never get its reply.
+    generation: Cell<u64>,
 }
 
 /// How one attempt of a call ended.
@@ -114,6 +122,8 @@ impl RpcClient {
             socket: RefCell::new(None),
             next_id: Cell::new(1),
             id_prefix: format!("{:016x}", fastrand::u64(..)),
+            inflight: RefCell::new(HashMap::new()),
+            generation: Cell::new(0),
         }
     }
 
@@ -184,19 +194,8 @@ impl RpcClient {
         function: &str,
         args: impl Serialize,
     ) -> Result<T, Error> {
-        let args = match serde_json::to_value(args)
-            .map_err(|e| Error::Type(format!("the arguments cannot be encoded as JSON: {e}")))?
-        {
-            Value::Array(a) => a,
-            Value::Null => Vec::new(),
-            single => vec![single],
-        };
-        let value = self.call_with(function, args, Map::new())?;
-        serde_json::from_value(value).map_err(|e| {
-            Error::Type(format!(
-                "the result of '{function}' does not fit the expected type: {e}"
-            ))
-        })
+        let value = self.call_with(function, positional(args)?, Map::new())?;
+        convert(function, value)
     }
 
     /// Calls `function` with JSON positional and keyword arguments; returns the raw result.
@@ -217,8 +216,7 @@ impl RpcClient {
         }
         let start = Instant::now();
         let deadline = start + self.timeout;
-        let id = Value::String(format!("{}-{}", self.id_prefix, self.next_id.get()));
-        self.next_id.set(self.next_id.get() + 1);
+        let id = Value::String(self.new_id());
         let mut request = Request {
             id: Some(id),
             password: self.password.clone(),
@@ -282,6 +280,47 @@ impl RpcClient {
         }
     }
 
+    fn new_id(&self) -> String {
+        let n = self.next_id.get();
+        self.next_id.set(n + 1);
+        format!("{}-{n}", self.id_prefix)
+    }
+
+    /// Forgets the socket (and with it every reply still due on it).
+    fn drop_socket(&self, slot: &mut Option<zmq::Socket>) {
+        *slot = None;
+        self.generation.set(self.generation.get() + 1);
+    }
+
+    /// Keeps a reply to a submitted call that is not being waited for right now; drops
+    /// any other (a late reply to a call that timed out or was abandoned).
+    fn stash(&self, reply: Reply) {
+        let mut inflight = self.inflight.borrow_mut();
+        match reply.id.as_str().and_then(|id| inflight.get_mut(id)) {
+            Some(slot @ None) => *slot = Some(reply.outcome),
+            _ => tracing::debug!(id = %reply.id, "ignoring a late reply to an earlier call"),
+        }
+    }
+
+    /// Receives one well-formed reply, waiting up to `wait`; `Ok(None)` on timeout.
+    fn receive(socket: &zmq::Socket, wait: Duration) -> Result<Option<Reply>, Error> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if socket.poll(zmq::POLLIN, left.as_millis() as i64)? == 0 {
+                return Ok(None);
+            }
+            let frames = socket.recv_multipart(0)?;
+            match frames.as_slice() {
+                [empty, body] if empty.is_empty() => return protocol::decode_reply(body).map(Some),
+                _ => tracing::warn!(
+                    frames = frames.len(),
+                    "ignoring a reply that is not [empty, body]"
+                ),
+            }
+        }
+    }
+
     /// Sends `request` once and waits up to `wait` for its reply.
     fn attempt(&self, request: &Request, wait: Duration) -> Attempt {
         let mut slot = self.socket.borrow_mut();
@@ -296,7 +335,7 @@ impl RpcClient {
         };
         let frames: [&[u8]; 2] = [b"", &protocol::encode_request(request)];
         if let Err(e) = socket.send_multipart(frames, zmq::DONTWAIT) {
-            *slot = None;
+            self.drop_socket(&mut slot);
             return Attempt::NoReply(Error::Transport(format!(
                 "cannot send to {}: {e}",
                 self.endpoint
@@ -305,44 +344,95 @@ impl RpcClient {
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match socket.poll(zmq::POLLIN, left.as_millis() as i64) {
-                Ok(0) => {
+            match Self::receive(socket, left) {
+                Ok(None) => {
                     // Drop the socket: a request still queued for an unreachable server
                     // must not be delivered later, nor late replies reach the next call.
-                    *slot = None;
+                    self.drop_socket(&mut slot);
                     return Attempt::NoReply(Error::Timeout(format!(
                         "no reply from {} within {} ms",
                         self.endpoint,
                         wait.as_millis()
                     )));
                 }
-                Ok(_) => {}
-                Err(e) => return Attempt::Failed(e.into()),
-            }
-            let frames = match socket.recv_multipart(0) {
-                Ok(f) => f,
-                Err(e) => return Attempt::Failed(e.into()),
-            };
-            let body = match frames.as_slice() {
-                [empty, body] if empty.is_empty() => body,
-                _ => {
-                    tracing::warn!(
-                        frames = frames.len(),
-                        "ignoring a reply that is not [empty, body]"
-                    );
-                    continue;
+                Ok(Some(reply)) if Some(&reply.id) == request.id.as_ref() => {
+                    return Attempt::Reply(reply.outcome)
                 }
-            };
-            let reply = match protocol::decode_reply(body) {
-                Ok(r) => r,
+                Ok(Some(reply)) => self.stash(reply),
                 Err(e) => return Attempt::Failed(e),
-            };
-            if Some(&reply.id) != request.id.as_ref() {
-                tracing::debug!(id = %reply.id, "ignoring a late reply to an earlier call");
-                continue;
             }
-            return Attempt::Reply(reply.outcome);
         }
+    }
+
+    /// Sends a call without waiting for its reply, so that one thread can keep many
+    /// calls in flight on this client's one connection; [`Pending::wait`] collects the
+    /// result. Replies are matched to calls by id, whatever order they come in.
+    ///
+    /// `args` as for [`RpcClient::call`]. A submitted call is sent once (no retries) and
+    /// carries the client's timeout as its deadline; its `wait` returns `TimeoutError`
+    /// when no reply came by then. Dropping a [`Pending`] abandons the call: its reply
+    /// is discarded when it comes.
+    ///
+    /// ```no_run
+    /// let client = zmq_rpc::RpcClient::new("geheim", "localhost", 8421);
+    /// let pending: Vec<_> = (0..64)
+    ///     .map(|i| client.submit("add", (i, 1)))
+    ///     .collect::<Result<_, _>>()?;
+    /// for (i, p) in pending.into_iter().enumerate() {
+    ///     assert_eq!(p.wait_as::<i64>()?, i as i64 + 1);
+    /// }
+    /// # Ok::<(), zmq_rpc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `Type` when the arguments cannot be encoded, `Transport` when the request cannot
+    /// be sent (the connection's send queue is full, say), `Config` for a bad setting.
+    pub fn submit(&self, function: &str, args: impl Serialize) -> Result<Pending<'_>, Error> {
+        self.submit_with(function, positional(args)?, Map::new())
+    }
+
+    /// [`RpcClient::submit`] with JSON positional and keyword arguments.
+    ///
+    /// # Errors
+    /// As [`RpcClient::submit`].
+    pub fn submit_with(
+        &self,
+        function: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> Result<Pending<'_>, Error> {
+        if let Some(e) = &self.problem {
+            return Err(e.clone());
+        }
+        let deadline = Instant::now() + self.timeout;
+        let id = self.new_id();
+        let request = Request {
+            id: Some(Value::String(id.clone())),
+            password: self.password.clone(),
+            function: function.to_owned(),
+            args,
+            kwargs,
+            timeout_ms: Some(u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)),
+        };
+        let mut slot = self.socket.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(self.connect()?);
+        }
+        let Some(socket) = slot.as_ref() else {
+            return Err(Error::Transport("no socket".into()));
+        };
+        let frames: [&[u8]; 2] = [b"", &protocol::encode_request(&request)];
+        socket
+            .send_multipart(frames, zmq::DONTWAIT)
+            .map_err(|e| Error::Transport(format!("cannot send to {}: {e}", self.endpoint)))?;
+        self.inflight.borrow_mut().insert(id.clone(), None);
+        Ok(Pending {
+            client: self,
+            id,
+            function: function.to_owned(),
+            deadline,
+            generation: self.generation.get(),
+        })
     }
 
     /// The built-in health check: the server's name.
@@ -367,6 +457,104 @@ impl RpcClient {
             tcp.curve = Curve::client(key)?;
         }
         transport::connect_client(&self.ctx, &self.endpoint, &tcp)
+    }
+}
+
+/// Turns `call`'s `args` into positional arguments.
+fn positional(args: impl Serialize) -> Result<Vec<Value>, Error> {
+    match serde_json::to_value(args)
+        .map_err(|e| Error::Type(format!("the arguments cannot be encoded as JSON: {e}")))?
+    {
+        Value::Array(a) => Ok(a),
+        Value::Null => Ok(Vec::new()),
+        single => Ok(vec![single]),
+    }
+}
+
+/// Converts a call's JSON result to `T`.
+fn convert<T: DeserializeOwned>(function: &str, value: Value) -> Result<T, Error> {
+    serde_json::from_value(value).map_err(|e| {
+        Error::Type(format!(
+            "the result of '{function}' does not fit the expected type: {e}"
+        ))
+    })
+}
+
+/// A call sent with [`RpcClient::submit`] whose result has not been collected yet.
+///
+/// Dropping it abandons the call (its reply is discarded when it comes).
+#[must_use = "a submitted call's result is only seen through `wait`"]
+pub struct Pending<'c> {
+    client: &'c RpcClient,
+    id: String,
+    function: String,
+    deadline: Instant,
+    generation: u64,
+}
+
+impl Pending<'_> {
+    /// The request's id on the wire.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Waits for the call's result, keeping replies to other submitted calls of the same
+    /// client that arrive meanwhile for their own `wait`.
+    ///
+    /// # Errors
+    /// As [`RpcClient::call`]; `TimeoutError` when no reply came within the client's
+    /// timeout from [`RpcClient::submit`], `TransportError` when the connection was
+    /// replaced meanwhile (a synchronous call on the same client timed out), so the reply
+    /// can no longer arrive.
+    pub fn wait(self) -> Result<Value, Error> {
+        let client = self.client;
+        loop {
+            if let Some(outcome) = client
+                .inflight
+                .borrow_mut()
+                .get_mut(&self.id)
+                .and_then(Option::take)
+            {
+                return outcome;
+            }
+            let slot = client.socket.borrow();
+            let socket = match slot.as_ref() {
+                Some(s) if client.generation.get() == self.generation => s,
+                _ => {
+                    return Err(Error::Transport(format!(
+                        "the connection to {} was reset while '{}' was in flight",
+                        client.endpoint, self.function
+                    )))
+                }
+            };
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            match RpcClient::receive(socket, left)? {
+                None => {
+                    return Err(Error::Timeout(format!(
+                        "no reply from {} within {} ms",
+                        client.endpoint,
+                        client.timeout.as_millis()
+                    )))
+                }
+                Some(reply) if reply.id.as_str() == Some(self.id.as_str()) => return reply.outcome,
+                Some(reply) => client.stash(reply),
+            }
+        }
+    }
+
+    /// [`Pending::wait`], then converts the result to `T`.
+    ///
+    /// # Errors
+    /// As [`Pending::wait`]; `TypeError` when the result does not fit `T`.
+    pub fn wait_as<T: DeserializeOwned>(self) -> Result<T, Error> {
+        let function = self.function.clone();
+        convert(&function, self.wait()?)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.client.inflight.borrow_mut().remove(&self.id);
     }
 }
 

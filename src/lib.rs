@@ -67,7 +67,7 @@ mod transport;
 mod worker;
 
 pub use broker::{Broker, BrokerHandle};
-pub use client::{RemoteFunction, RpcClient};
+pub use client::{Pending, RemoteFunction, RpcClient};
 pub use error::{Error, Result};
 pub use server::{RpcServer, ServerHandle};
 pub use signals::wait_for_shutdown_signal;

@@ -6,6 +6,11 @@
 //! REQUEST to an idle executor and forwards the replies. Executors never touch the broker
 //! socket: each owns a PUSH back to the socket thread. So a function that runs for
 //! minutes never stops the heartbeats.
+//!
+//! An `RpcServer`'s local workers take a shorter path (`Setup::inline`): one socket
+//! thread per worker slot, each running its calls itself, so a call crosses no
+//! executor channel and no reply pipe. They need no heartbeats while busy: a peer on
+//! `inproc://` in the same process cannot vanish silently.
 
 mod function;
 
@@ -30,6 +35,10 @@ use crate::transport::{self, Curve, TcpOptions};
 const RECONNECT_BASE: Duration = Duration::from_millis(100);
 /// Longest wait between reconnect attempts.
 const RECONNECT_CAP: Duration = Duration::from_secs(5);
+/// Heartbeat interval an inline (in-process) worker announces: its broker is in the same
+/// process and cannot go silent, and a busy inline worker cannot send heartbeats, so
+/// they are in effect off (an hour, well beyond any call's timeout).
+const INLINE_HEARTBEAT: Duration = Duration::from_secs(3600);
 
 /// A worker process's connection to a standalone broker (`zmq-rpc broker`).
 ///
@@ -59,6 +68,9 @@ pub(crate) struct Setup {
     pub(crate) grace: Duration,
     pub(crate) tcp: TcpOptions,
     pub(crate) registry: Registry,
+    /// Run calls on the socket thread, one socket thread (and worker) per slot; for
+    /// local workers over `inproc://` only.
+    pub(crate) inline: bool,
 }
 
 impl Setup {
@@ -75,6 +87,7 @@ impl Setup {
                 curve: Curve::Off,
             },
             registry: Registry::default(),
+            inline: false,
         }
     }
 }
@@ -195,7 +208,9 @@ impl Worker {
 
 /// A running worker. Dropping it stops the worker (see [`WorkerHandle::shutdown`]).
 pub struct WorkerHandle {
-    actor: Actor,
+    /// One socket thread, or one per slot for inline workers.
+    actors: Vec<Actor>,
+    grace: Duration,
 }
 
 impl WorkerHandle {
@@ -203,12 +218,34 @@ impl WorkerHandle {
     /// the shutdown grace, 10 s by default) and their replies go out, tells the broker
     /// it leaves, and joins its threads.
     pub fn shutdown(mut self) {
-        self.actor.stop();
+        self.stop();
     }
 
-    /// Whether the worker's socket thread has ended.
+    fn stop(&mut self) {
+        for actor in &mut self.actors {
+            actor.signal();
+        }
+        // A socket thread ends by itself within the grace period, unless it runs an
+        // inline call that overruns it: that thread is left behind, not waited for.
+        let by = Instant::now() + self.grace + Duration::from_secs(1);
+        while !self.is_finished() && Instant::now() < by {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for actor in &mut self.actors {
+            if actor.is_finished() {
+                let _ = actor.wait();
+            } else {
+                tracing::warn!(
+                    "a call still runs after the grace period; leaving its thread behind"
+                );
+                actor.abandon();
+            }
+        }
+    }
+
+    /// Whether the worker's socket threads have ended.
     pub fn is_finished(&self) -> bool {
-        self.actor.is_finished()
+        self.actors.iter().all(Actor::is_finished)
     }
 
     /// Blocks until the worker stops (it does not stop by itself).
@@ -216,7 +253,16 @@ impl WorkerHandle {
     /// # Errors
     /// [`Error::Runtime`] if the worker thread panicked.
     pub fn wait(mut self) -> Result<(), Error> {
-        self.actor.wait()
+        for actor in &mut self.actors {
+            actor.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -235,6 +281,27 @@ pub(crate) fn spawn(
             "heartbeat interval and liveness must be positive".into(),
         ));
     }
+    let grace = setup.grace;
+    if setup.inline {
+        let mut actors = Vec::with_capacity(setup.threads);
+        for slot in 0..setup.threads {
+            let mut one = setup.clone();
+            one.threads = 1;
+            one.heartbeat_interval = INLINE_HEARTBEAT;
+            one.name = format!("{}-{slot}", setup.name);
+            let dealer = transport::connect_worker(ctx, endpoint, &one.tcp)?;
+            actors.push(spawn_loop(
+                ctx,
+                endpoint,
+                one,
+                dealer,
+                None,
+                Vec::new(),
+                Vec::new(),
+            )?);
+        }
+        return Ok(WorkerHandle { actors, grace });
+    }
     let replies_name = transport::unique_inproc("replies");
     let replies = transport::bind_pull(ctx, &replies_name)?;
     let dealer = transport::connect_worker(ctx, endpoint, &setup.tcp)?;
@@ -251,9 +318,35 @@ pub(crate) fn spawn(
         executors.push((tx, thread));
     }
     let (senders, threads): (Vec<_>, Vec<_>) = executors.into_iter().unzip();
+    let actor = spawn_loop(
+        ctx,
+        endpoint,
+        setup,
+        dealer,
+        Some(replies),
+        senders,
+        threads,
+    )?;
+    Ok(WorkerHandle {
+        actors: vec![actor],
+        grace,
+    })
+}
+
+/// Starts a socket thread; without `replies` (and executors) it runs calls inline.
+fn spawn_loop(
+    ctx: &zmq::Context,
+    endpoint: &str,
+    setup: Setup,
+    dealer: zmq::Socket,
+    replies: Option<zmq::Socket>,
+    senders: Vec<mpsc::Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+) -> Result<Actor, Error> {
     let thread_ctx = ctx.clone();
     let endpoint = endpoint.to_owned();
-    let actor = Actor::spawn(ctx, "zmq-rpc-worker", move |control| {
+    let senders_empty = senders.is_empty();
+    Actor::spawn(ctx, "zmq-rpc-worker", move |control| {
         let now = Instant::now();
         let mut socket_loop = SocketLoop {
             ctx: thread_ctx,
@@ -271,11 +364,11 @@ pub(crate) fn spawn(
             draining: false,
             connection: 0,
             running_on: vec![0; threads.len()],
+            inline: senders_empty,
         };
         socket_loop.register(now);
         socket_loop.run(threads);
-    })?;
-    Ok(WorkerHandle { actor })
+    })
 }
 
 struct Job {
@@ -286,14 +379,19 @@ struct Job {
     connection: u64,
 }
 
+/// Runs a job's call, unless its deadline passed while it waited.
+fn run_job(registry: &Registry, deadline: Option<Instant>, call: Call) -> Result<Value, Error> {
+    match deadline {
+        Some(d) if Instant::now() >= d => Err(Error::Timeout(
+            "the deadline passed before the call started".into(),
+        )),
+        _ => registry.run(call),
+    }
+}
+
 fn execute(index: usize, jobs: &mpsc::Receiver<Job>, push: &zmq::Socket, registry: &Registry) {
     while let Ok(job) = jobs.recv() {
-        let outcome = match job.deadline {
-            Some(d) if Instant::now() >= d => Err(Error::Timeout(
-                "the deadline passed before the call started".into(),
-            )),
-            _ => registry.run(job.call),
-        };
+        let outcome = run_job(registry, job.deadline, job.call);
         let mut frames = vec![index.to_string().into_bytes()];
         frames.extend(protocol::encode_worker_message(&WorkerMessage::Reply {
             key: job.key,
@@ -311,7 +409,8 @@ struct SocketLoop {
     endpoint: String,
     setup: Setup,
     dealer: zmq::Socket,
-    replies: zmq::Socket,
+    /// The executors' replies; `None` for an inline worker.
+    replies: Option<zmq::Socket>,
     control: zmq::Socket,
     senders: Vec<mpsc::Sender<Job>>,
     idle: Vec<usize>,
@@ -329,6 +428,8 @@ struct SocketLoop {
     connection: u64,
     /// Per executor: the connection of the request it runs.
     running_on: Vec<u64>,
+    /// Runs calls on this thread (no executors).
+    inline: bool,
 }
 
 impl SocketLoop {
@@ -372,20 +473,34 @@ impl SocketLoop {
             }
             let wake = self.next_heartbeat.min(self.broker_expires);
             let timeout = wake.saturating_duration_since(now).as_millis() as i64;
-            let mut items = [
-                self.control.as_poll_item(zmq::POLLIN),
-                self.replies.as_poll_item(zmq::POLLIN),
-                self.dealer.as_poll_item(zmq::POLLIN),
-            ];
-            if let Err(e) = zmq::poll(&mut items, timeout.max(1)) {
-                tracing::error!(error = %e, "worker poll failed");
-                break;
-            }
-            let (stop, replies, broker) = (
-                items[0].is_readable(),
-                items[1].is_readable(),
-                items[2].is_readable(),
-            );
+            let polled = match &self.replies {
+                Some(replies) => {
+                    let mut items = [
+                        self.control.as_poll_item(zmq::POLLIN),
+                        self.dealer.as_poll_item(zmq::POLLIN),
+                        replies.as_poll_item(zmq::POLLIN),
+                    ];
+                    zmq::poll(&mut items, timeout.max(1)).map(|_| {
+                        let r = |i: usize| items[i].is_readable();
+                        (r(0), r(2), r(1))
+                    })
+                }
+                None => {
+                    let mut items = [
+                        self.control.as_poll_item(zmq::POLLIN),
+                        self.dealer.as_poll_item(zmq::POLLIN),
+                    ];
+                    zmq::poll(&mut items, timeout.max(1))
+                        .map(|_| (items[0].is_readable(), false, items[1].is_readable()))
+                }
+            };
+            let (stop, replies, broker) = match polled {
+                Ok(ready) => ready,
+                Err(e) => {
+                    tracing::error!(error = %e, "worker poll failed");
+                    break;
+                }
+            };
             if stop && stop_by.is_none() {
                 let _ = self.control.recv_bytes(zmq::DONTWAIT);
                 tracing::info!(
@@ -419,7 +534,11 @@ impl SocketLoop {
     }
 
     fn forward_replies(&mut self) {
-        while let Ok(mut frames) = self.replies.recv_multipart(zmq::DONTWAIT) {
+        while let Some(Ok(mut frames)) = self
+            .replies
+            .as_ref()
+            .map(|r| r.recv_multipart(zmq::DONTWAIT))
+        {
             if frames.is_empty() {
                 continue;
             }
@@ -452,6 +571,13 @@ impl SocketLoop {
     }
 
     fn start(&mut self, job: Job) {
+        if self.inline {
+            let outcome = run_job(&self.setup.registry, job.deadline, job.call);
+            return self.send(&WorkerMessage::Reply {
+                key: job.key,
+                outcome,
+            });
+        }
         match self.idle.pop() {
             Some(i) => {
                 self.running_on[i] = job.connection;

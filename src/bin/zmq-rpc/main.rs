@@ -3,6 +3,7 @@
 //! Thin by design: parse arguments, set up logging, dispatch to one file per
 //! subcommand, map errors to exit codes. Everything else is the library's.
 
+mod bench;
 mod broker;
 mod call;
 mod keygen;
@@ -41,6 +42,8 @@ enum Command {
     Broker(broker::BrokerArgs),
     /// Print a new CURVE key pair (public and secret, Z85) as environment lines.
     Keygen,
+    /// Measure latency and throughput (W1-W5) beside the floors of raw libzmq.
+    Bench(bench::BenchArgs),
 }
 
 /// Where and how to reach the server.
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
         Command::List(args) => list::run(&args),
         Command::Broker(args) => broker::run(&args),
         Command::Keygen => keygen::run(),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
