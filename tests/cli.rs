@@ -224,11 +224,11 @@ fn list_prints_a_table_and_json() {
         let run = zmq_rpc(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert_success(
             &run,
-            "add(a, b)  [1 worker(s)]  Adds two numbers.\n\
-             divide(2 positional)  [1 worker(s)]  Divides; fails on zero.\n\
-             echo(*args, **kwargs)  [1 worker(s)]  Returns its arguments.\n\
-             greet(name)  [1 worker(s)]  Greets someone, or the world.\n\
-             mul(a, b)  [1 worker(s)]  Multiplies, taking 1 s.\n",
+            "add(a, b)  [4 worker(s)]  Adds two numbers.\n\
+             divide(2 positional)  [4 worker(s)]  Divides; fails on zero.\n\
+             echo(*args, **kwargs)  [4 worker(s)]  Returns its arguments.\n\
+             greet(name)  [4 worker(s)]  Greets someone, or the world.\n\
+             mul(a, b)  [4 worker(s)]  Multiplies, taking 1 s.\n",
         );
         let args = with_connection("list", server.port(), &["--json"]);
         let run = zmq_rpc(&args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -241,7 +241,8 @@ fn list_prints_a_table_and_json() {
                 "params": params,
                 "param_names": names,
                 "idempotent": false,
-                "workers": 1,
+                // The seed server's 4 local workers each register.
+                "workers": 4,
             })
         };
         assert_eq!(

@@ -255,7 +255,8 @@ fn list_functions_lists_names_descriptions_and_params() {
                 params,
                 param_names: names.iter().map(|n| (*n).to_owned()).collect(),
                 idempotent: name == "identity",
-                workers: 1,
+                // Each of the server's 2 local workers registers.
+                workers: 2,
             };
         assert_eq!(
             client(server.port()).list_functions(),

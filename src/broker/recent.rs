@@ -35,12 +35,28 @@ impl RetryKey {
         let mut h = DefaultHasher::new();
         function.hash(&mut h);
         // JSON text is a canonical enough form here: the same client sends the same bytes.
-        Value::Array(args.to_vec()).to_string().hash(&mut h);
-        Value::Object(kwargs.clone()).to_string().hash(&mut h);
+        // Streamed into the hasher: no copy of the arguments, no string built.
+        let _ = serde_json::to_writer(HashWriter(&mut h), args);
+        h.write_u8(0xff);
+        let _ = serde_json::to_writer(HashWriter(&mut h), kwargs);
         Some(RetryKey {
             id,
             fingerprint: h.finish(),
         })
+    }
+}
+
+/// Feeds written bytes to a hasher.
+struct HashWriter<'h>(&'h mut DefaultHasher);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
