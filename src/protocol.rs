@@ -9,6 +9,7 @@
 //! panics on bytes from the network. Encoding is canonical (fixed field order, empty
 //! optional fields left out), so golden vectors decode and re-encode to the same bytes.
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
@@ -173,6 +174,15 @@ fn to_bytes(value: &Value) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
+/// As [`field_str`], moving the string out of the parsed map instead of copying it.
+fn take_str(map: &mut Map<String, Value>, name: &str) -> Result<String, Error> {
+    match map.remove(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(protocol_error(format!("field `{name}` must be a string"))),
+        None => Err(protocol_error(format!("field `{name}` is required"))),
+    }
+}
+
 fn field_str(map: &Map<String, Value>, name: &str) -> Result<String, Error> {
     match map.get(name) {
         Some(Value::String(s)) => Ok(s.clone()),
@@ -190,18 +200,18 @@ fn field_opt_u64(map: &Map<String, Value>, name: &str) -> Result<Option<u64>, Er
     }
 }
 
-fn field_args(map: &Map<String, Value>) -> Result<Vec<Value>, Error> {
-    match map.get("args") {
+fn field_args(map: &mut Map<String, Value>) -> Result<Vec<Value>, Error> {
+    match map.remove("args") {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(a)) => Ok(a.clone()),
+        Some(Value::Array(a)) => Ok(a),
         Some(_) => Err(protocol_error("field `args` must be an array")),
     }
 }
 
-fn field_kwargs(map: &Map<String, Value>) -> Result<Map<String, Value>, Error> {
-    match map.get("kwargs") {
+fn field_kwargs(map: &mut Map<String, Value>) -> Result<Map<String, Value>, Error> {
+    match map.remove("kwargs") {
         None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(Value::Object(m)) => Ok(m),
         Some(_) => Err(protocol_error("field `kwargs` must be an object")),
     }
 }
@@ -211,7 +221,7 @@ fn field_kwargs(map: &Map<String, Value>) -> Result<Map<String, Value>, Error> {
 /// # Errors
 /// A [`BadRequest`] carrying [`Error::Protocol`] and the id, when one was readable.
 pub fn decode_request(frame: &[u8]) -> Result<Request, BadRequest> {
-    let map = parse_object(frame, "request").map_err(|error| BadRequest {
+    let mut map = parse_object(frame, "request").map_err(|error| BadRequest {
         id: Value::Null,
         error,
     })?;
@@ -231,10 +241,10 @@ pub fn decode_request(frame: &[u8]) -> Result<Request, BadRequest> {
         }
     }
     Ok(Request {
-        password: field_str(&map, "password").map_err(bad)?,
-        function: field_str(&map, "function").map_err(bad)?,
-        args: field_args(&map).map_err(bad)?,
-        kwargs: field_kwargs(&map).map_err(bad)?,
+        password: take_str(&mut map, "password").map_err(bad)?,
+        function: take_str(&mut map, "function").map_err(bad)?,
+        args: field_args(&mut map).map_err(bad)?,
+        kwargs: field_kwargs(&mut map).map_err(bad)?,
         timeout_ms: field_opt_u64(&map, "timeout_ms").map_err(bad)?,
         id,
     })
@@ -246,43 +256,98 @@ fn is_scalar(v: &Value) -> bool {
 
 /// Encodes a client request frame (canonical form).
 pub fn encode_request(req: &Request) -> Vec<u8> {
-    let mut map = Map::new();
-    if let Some(id) = &req.id {
-        map.insert("id".into(), id.clone());
-    }
-    map.insert("password".into(), Value::String(req.password.clone()));
-    map.insert("function".into(), Value::String(req.function.clone()));
-    map.insert("args".into(), Value::Array(req.args.clone()));
-    if !req.kwargs.is_empty() {
-        map.insert("kwargs".into(), Value::Object(req.kwargs.clone()));
-    }
-    if let Some(t) = req.timeout_ms {
-        map.insert("timeout_ms".into(), t.into());
-    }
-    to_bytes(&Value::Object(map))
+    to_bytes_of(&RequestOut {
+        args: &req.args,
+        function: &req.function,
+        id: req.id.as_ref(),
+        kwargs: Some(&req.kwargs).filter(|k| !k.is_empty()),
+        password: &req.password,
+        timeout_ms: req.timeout_ms,
+    })
 }
 
-fn outcome_to_map(outcome: &Result<Value, Error>, map: &mut Map<String, Value>) {
-    match outcome {
-        Ok(v) => {
-            map.insert("result".into(), v.clone());
-        }
-        Err(e) => {
-            let mut err = Map::new();
-            err.insert("type".into(), e.kind_name().into());
-            err.insert("message".into(), e.message().into());
-            if let Error::Overloaded { retry_after, .. } = e {
-                let ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
-                err.insert("retry_after_ms".into(), ms.into());
-            }
-            map.insert("error".into(), Value::Object(err));
+// Encoding goes through these borrowed views rather than a `Value` built from copies of
+// the arguments and results. Their fields are declared in sorted order, so the bytes are
+// those of the canonical form (a `Value` object's keys serialize sorted); the golden
+// vectors check that.
+
+#[derive(Serialize)]
+struct RequestOut<'a> {
+    args: &'a [Value],
+    function: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kwargs: Option<&'a Map<String, Value>>,
+    password: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct CallOut<'a> {
+    args: &'a [Value],
+    function: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kwargs: Option<&'a Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout_ms: Option<u64>,
+}
+
+/// A reply (`id` present) or a worker's REPLY body (`id` absent).
+#[derive(Serialize)]
+struct ReplyOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+struct ErrorOut<'a> {
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
+impl<'a> ReplyOut<'a> {
+    fn new(id: Option<&'a Value>, outcome: &'a Result<Value, Error>) -> ReplyOut<'a> {
+        match outcome {
+            Ok(v) => ReplyOut {
+                error: None,
+                id,
+                result: Some(v),
+            },
+            Err(e) => ReplyOut {
+                error: Some(ErrorOut {
+                    message: e.message(),
+                    retry_after_ms: match e {
+                        Error::Overloaded { retry_after, .. } => {
+                            Some(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX))
+                        }
+                        _ => None,
+                    },
+                    kind: e.kind_name(),
+                }),
+                id,
+                result: None,
+            },
         }
     }
 }
 
-fn outcome_from_map(map: &Map<String, Value>) -> Result<Result<Value, Error>, Error> {
+fn to_bytes_of(value: &impl Serialize) -> Vec<u8> {
+    // As `to_bytes`: these views hold only strings, integers and `Value`s.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn outcome_from_map(map: &mut Map<String, Value>) -> Result<Result<Value, Error>, Error> {
     match (map.get("result"), map.get("error")) {
-        (Some(v), None) => Ok(Ok(v.clone())),
+        (Some(_), None) => Ok(Ok(map.remove("result").unwrap_or(Value::Null))),
         (None, Some(Value::Object(err))) => {
             let kind = field_str(err, "type")?;
             let message = field_str(err, "message")?;
@@ -299,10 +364,7 @@ fn outcome_from_map(map: &Map<String, Value>) -> Result<Result<Value, Error>, Er
 
 /// Encodes a client reply frame (canonical form).
 pub fn encode_reply(reply: &Reply) -> Vec<u8> {
-    let mut map = Map::new();
-    map.insert("id".into(), reply.id.clone());
-    outcome_to_map(&reply.outcome, &mut map);
-    to_bytes(&Value::Object(map))
+    to_bytes_of(&ReplyOut::new(Some(&reply.id), &reply.outcome))
 }
 
 /// Decodes a client reply frame.
@@ -310,10 +372,10 @@ pub fn encode_reply(reply: &Reply) -> Vec<u8> {
 /// # Errors
 /// [`Error::Protocol`] when the frame is not a reply.
 pub fn decode_reply(frame: &[u8]) -> Result<Reply, Error> {
-    let map = parse_object(frame, "reply")?;
+    let mut map = parse_object(frame, "reply")?;
     Ok(Reply {
         id: map.get("id").cloned().unwrap_or(Value::Null),
-        outcome: outcome_from_map(&map)?,
+        outcome: outcome_from_map(&mut map)?,
     })
 }
 
@@ -374,25 +436,12 @@ fn function_info_from_value(v: &Value) -> Result<FunctionInfo, Error> {
     })
 }
 
-fn call_to_value(call: &Call) -> Value {
-    let mut map = Map::new();
-    map.insert("function".into(), call.function.clone().into());
-    map.insert("args".into(), Value::Array(call.args.clone()));
-    if !call.kwargs.is_empty() {
-        map.insert("kwargs".into(), Value::Object(call.kwargs.clone()));
-    }
-    if let Some(t) = call.timeout_ms {
-        map.insert("timeout_ms".into(), t.into());
-    }
-    Value::Object(map)
-}
-
 fn call_from_bytes(bytes: &[u8]) -> Result<Call, Error> {
-    let map = parse_object(bytes, "call")?;
+    let mut map = parse_object(bytes, "call")?;
     Ok(Call {
-        function: field_str(&map, "function")?,
-        args: field_args(&map)?,
-        kwargs: field_kwargs(&map)?,
+        function: take_str(&mut map, "function")?,
+        args: field_args(&mut map)?,
+        kwargs: field_kwargs(&mut map)?,
         timeout_ms: field_opt_u64(&map, "timeout_ms")?,
     })
 }
@@ -474,9 +523,7 @@ pub fn encode_worker_message(msg: &WorkerMessage) -> Vec<Vec<u8>> {
         WorkerMessage::Reply { key, outcome } => {
             let mut frames = head(CMD_REPLY);
             frames.push(key_to_frame(*key));
-            let mut map = Map::new();
-            outcome_to_map(outcome, &mut map);
-            frames.push(to_bytes(&Value::Object(map)));
+            frames.push(to_bytes_of(&ReplyOut::new(None, outcome)));
             frames
         }
         WorkerMessage::Heartbeat => head(CMD_HEARTBEAT),
@@ -522,10 +569,10 @@ pub fn decode_worker_message(frames: &[Vec<u8>]) -> Result<WorkerMessage, Error>
         CMD_REPLY => {
             expect_frames(rest, 2, "REPLY")?;
             let key = key_from_frame(&rest[0])?;
-            let map = parse_object(&rest[1], "REPLY body")?;
+            let mut map = parse_object(&rest[1], "REPLY body")?;
             Ok(WorkerMessage::Reply {
                 key,
-                outcome: outcome_from_map(&map)?,
+                outcome: outcome_from_map(&mut map)?,
             })
         }
         CMD_HEARTBEAT => {
@@ -553,7 +600,12 @@ pub fn encode_broker_message(msg: &BrokerMessage) -> Vec<Vec<u8>> {
         BrokerMessage::Request { key, call } => {
             let mut frames = head(CMD_REQUEST);
             frames.push(key_to_frame(*key));
-            frames.push(to_bytes(&call_to_value(call)));
+            frames.push(to_bytes_of(&CallOut {
+                args: &call.args,
+                function: &call.function,
+                kwargs: Some(&call.kwargs).filter(|k| !k.is_empty()),
+                timeout_ms: call.timeout_ms,
+            }));
             frames
         }
         BrokerMessage::Heartbeat => head(CMD_HEARTBEAT),

@@ -51,6 +51,12 @@ pub(crate) struct BenchArgs {
     /// Seconds of W4.
     #[arg(long, default_value_t = 3.0)]
     w4_seconds: f64,
+    /// Only these workloads (comma-separated, e.g. `w1,w4`); all by default.
+    #[arg(long, value_delimiter = ',', value_parser = ["w1", "w2", "w3", "w4", "w5"])]
+    only: Vec<String>,
+    /// Skip the floors (their columns stay empty).
+    #[arg(long)]
+    no_floors: bool,
     /// Print one JSON document (every run and the medians) instead of the table.
     #[arg(long)]
     json: bool,
@@ -162,22 +168,31 @@ fn one_run(args: &BenchArgs, run: usize, p: &mut Progress) -> Result<BTreeMap<St
         timeout_ms: Some(5000),
     });
 
+    let on = |w: &str| args.only.is_empty() || args.only.iter().any(|o| o == w);
+    let floors = !args.no_floors;
     p.step(run, "floor: raw REQ->REP latency");
-    {
+    if floors && (on("w1") || on("w2") || on("w5")) {
         let floors =
             ChildServer::start(&["--serve-floor", "--workers", &args.workers.to_string()])?;
         let (rep, proxy) = (floors.ports[0], floors.ports.get(1).copied().unwrap_or(0));
-        floor::latency(rep, &add_request, W1_WARMUP, W1_CALLS)?.record("floor_w1", &mut m);
+        if on("w1") {
+            floor::latency(rep, &add_request, W1_WARMUP, W1_CALLS)?.record("floor_w1", &mut m);
+        }
         p.step(run, "floor: raw REQ->REP payload");
-        for (name, size, calls) in W5_SIZES {
+        for (name, size, calls) in W5_SIZES.into_iter().filter(|_| on("w5")) {
             m.insert(
                 format!("floor_w5_{name}_mb_s"),
                 floor::payload(rep, size, calls)?,
             );
         }
         p.step(run, "floor: blind proxy throughput");
-        floor::throughput(proxy, &add_request, W2_CLIENTS, secs(args.w2_seconds))?
-            .record("floor_w2", &mut m);
+        if on("w2") {
+            floor::throughput(proxy, &add_request, W2_CLIENTS, secs(args.w2_seconds))?
+                .record("floor_w2", &mut m);
+        }
+    } else {
+        p.step(run, "");
+        p.step(run, "");
     }
 
     p.step(run, "starting the server");
@@ -202,26 +217,38 @@ fn one_run(args: &BenchArgs, run: usize, p: &mut Progress) -> Result<BTreeMap<St
     let client =
         || RpcClient::with_endpoint(args.password.clone(), &endpoint).timeout(CALL_TIMEOUT);
 
-    p.step(run, "W1 latency");
-    w1(&client())?.record("w1", &mut m);
-    p.step(run, "W2 throughput");
-    w2(&client, secs(args.w2_seconds))?.record("w2", &mut m);
     if let Some(rss) = pid.and_then(rss_mib) {
-        m.insert("server_rss_mib".into(), rss);
+        m.insert("server_rss_start_mib".into(), rss);
+    }
+    p.step(run, "W1 latency");
+    if on("w1") {
+        w1(&client())?.record("w1", &mut m);
+    }
+    p.step(run, "W2 throughput");
+    if on("w2") {
+        w2(&client, secs(args.w2_seconds))?.record("w2", &mut m);
+        if let Some(rss) = pid.and_then(rss_mib) {
+            m.insert("server_rss_mib".into(), rss);
+        }
     }
     p.step(run, "W3 head-of-line");
-    let (max, p50) = w3(&client)?;
-    m.insert("w3_max_ms".into(), max);
-    m.insert("w3_p50_ms".into(), p50);
+    if on("w3") {
+        let (max, p50) = w3(&client)?;
+        m.insert("w3_max_ms".into(), max);
+        m.insert("w3_p50_ms".into(), p50);
+    }
     p.step(run, "W4 pipelined");
-    m.insert(
-        "w4_calls_per_s".into(),
-        w4(&client(), secs(args.w4_seconds))?,
-    );
+    if on("w4") {
+        let calls = w4(&client(), secs(args.w4_seconds))?;
+        m.insert("w4_calls_per_s".into(), calls);
+    }
     p.step(run, "W5 payload");
     let c = client();
-    for (name, size, calls) in W5_SIZES {
+    for (name, size, calls) in W5_SIZES.into_iter().filter(|_| on("w5")) {
         m.insert(format!("w5_{name}_mb_s"), w5(&c, size, calls)?);
+    }
+    if let Some(rss) = pid.and_then(rss_mib) {
+        m.insert("server_rss_end_mib".into(), rss);
     }
     p.step(run, "stopping the server");
     Ok(m)
@@ -604,6 +631,12 @@ fn print_table(m: &BTreeMap<String, f64>, runs: usize, machine: &Value) {
         "-".into(),
         "< 20 MiB",
     );
+    for (label, key) in [
+        ("Server RSS at start", "server_rss_start_mib"),
+        ("Server RSS at the end (after W5)", "server_rss_end_mib"),
+    ] {
+        row(label, "MiB", get(key), None, "-".into(), "");
+    }
 }
 
 /// A one-line progress bar, drawn only on a terminal.
