@@ -597,20 +597,26 @@ pub fn decode_worker_message(frames: &[Vec<u8>]) -> Result<WorkerMessage, Error>
 pub fn encode_broker_message(msg: &BrokerMessage) -> Vec<Vec<u8>> {
     let head = |cmd: &[u8]| vec![WORKER_PROTOCOL.to_vec(), cmd.to_vec()];
     match msg {
-        BrokerMessage::Request { key, call } => {
-            let mut frames = head(CMD_REQUEST);
-            frames.push(key_to_frame(*key));
-            frames.push(to_bytes_of(&CallOut {
-                args: &call.args,
-                function: &call.function,
-                kwargs: Some(&call.kwargs).filter(|k| !k.is_empty()),
-                timeout_ms: call.timeout_ms,
-            }));
-            frames
-        }
+        BrokerMessage::Request { key, call } => encode_request_message(*key, call, call.timeout_ms),
         BrokerMessage::Heartbeat => head(CMD_HEARTBEAT),
         BrokerMessage::Disconnect { reason } => disconnect_frames(reason),
     }
+}
+
+/// Encodes a REQUEST for `call` with `timeout_ms` in place of the call's own: what
+/// [`encode_broker_message`] gives for a `BrokerMessage::Request`, without building one.
+pub fn encode_request_message(key: u64, call: &Call, timeout_ms: Option<u64>) -> Vec<Vec<u8>> {
+    vec![
+        WORKER_PROTOCOL.to_vec(),
+        CMD_REQUEST.to_vec(),
+        key_to_frame(key),
+        to_bytes_of(&CallOut {
+            args: &call.args,
+            function: &call.function,
+            kwargs: Some(&call.kwargs).filter(|k| !k.is_empty()),
+            timeout_ms,
+        }),
+    ]
 }
 
 /// Decodes a message from the broker, as a worker's DEALER receives it.

@@ -156,13 +156,18 @@ fn encode(id: Value, outcome: Result<Value, Error>) -> Vec<u8> {
     protocol::encode_reply(&Reply { id, outcome })
 }
 
-/// Sends one encoded reply to every waiting client.
-fn answer(waiters: Vec<Envelope>, reply: &[u8], out: &mut Vec<Action>) {
+/// Sends one encoded reply to every waiting client (the last one gets `reply` itself,
+/// not a copy: usually there is only one).
+fn answer(mut waiters: Vec<Envelope>, reply: Vec<u8>, out: &mut Vec<Action>) {
+    let last = waiters.pop();
     for envelope in waiters {
         out.push(Action::ToClient {
             envelope,
-            reply: reply.to_vec(),
+            reply: reply.clone(),
         });
+    }
+    if let Some(envelope) = last {
+        out.push(Action::ToClient { envelope, reply });
     }
 }
 
@@ -385,14 +390,12 @@ impl Dispatcher {
         worker.in_flight += 1;
         job.state = State::Running(worker_id.clone());
         let remaining = job.deadline.saturating_duration_since(now);
-        let call = Call {
-            timeout_ms: Some(u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX)),
-            ..job.call.clone()
-        };
+        let timeout_ms = Some(u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX));
         out.push(Action::ToWorker {
             worker: worker_id,
             key: Some(key),
-            frames: protocol::encode_broker_message(&BrokerMessage::Request { key, call }),
+            // Encoded from the job's call as it is: no copy of the arguments.
+            frames: protocol::encode_request_message(key, &job.call, timeout_ms),
         });
     }
 
@@ -407,7 +410,7 @@ impl Dispatcher {
         }
         answer(
             job.waiters,
-            &encode(job.id, Err(Error::Timeout(why.into()))),
+            encode(job.id, Err(Error::Timeout(why.into()))),
             out,
         );
     }
@@ -433,7 +436,7 @@ impl Dispatcher {
                 "late reply kept for retries only: the caller had timed out"
             );
         }
-        answer(job.waiters, &reply, out);
+        answer(job.waiters, reply, out);
     }
 
     /// Hands queued requests to `worker_id` while it has free slots.
@@ -698,7 +701,7 @@ impl Dispatcher {
                     } else {
                         Error::Unavailable(format!("no worker serves '{f}' any more"))
                     };
-                    answer(job.waiters, &encode(job.id, Err(err)), out);
+                    answer(job.waiters, encode(job.id, Err(err)), out);
                 }
             }
         }
@@ -766,7 +769,7 @@ impl Dispatcher {
                     ));
                     answer(
                         std::mem::take(&mut job.waiters),
-                        &encode(job.id.clone(), Err(err)),
+                        encode(job.id.clone(), Err(err)),
                         out,
                     );
                 }
@@ -840,7 +843,7 @@ impl Dispatcher {
                     self.recent.forget(rk);
                 }
                 let err = Error::Unavailable("the server is shutting down".into());
-                answer(job.waiters, &encode(job.id, Err(err)), out);
+                answer(job.waiters, encode(job.id, Err(err)), out);
             }
         }
     }

@@ -141,12 +141,15 @@ impl Recent {
     /// Drops expired entries, then the oldest ones while over a bound. Entries of
     /// running requests are dropped last: dropping one only means a retry runs again.
     pub(crate) fn evict(&mut self, now: Instant) {
-        while let Some((expires, key)) = self.order.front().cloned() {
+        // Looks at the front by reference: this runs on every turn of the broker loop.
+        while let Some((expires, _)) = self.order.front() {
             let over = self.entries.len() > self.max_entries || self.bytes > self.max_bytes;
-            if expires > now && !over {
+            if *expires > now && !over {
                 break;
             }
-            self.order.pop_front();
+            let Some((expires, key)) = self.order.pop_front() else {
+                break;
+            };
             // Remove only if this order slot is the entry's current one.
             if self.entries.get(&key).is_some_and(|e| e.expires == expires) {
                 self.forget(&key);
