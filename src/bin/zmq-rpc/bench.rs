@@ -42,6 +42,10 @@ pub(crate) struct BenchArgs {
     /// Worker threads of the server the bench starts, and REP workers of the proxy floor.
     #[arg(long, default_value_t = 4)]
     workers: usize,
+    /// The server's retry memory window in ms (0 turns it off), to see what it costs.
+    /// Defaults to the library's (60 s).
+    #[arg(long)]
+    retry_window_ms: Option<u64>,
     /// Repeat everything this many times and report the median of each figure.
     #[arg(long, default_value_t = 1)]
     runs: usize,
@@ -140,6 +144,9 @@ fn serve(args: &BenchArgs) -> Result<(), Error> {
         "slow_multiply",
     );
     server.add_external_function(|s: String| s, "echo");
+    if let Some(ms) = args.retry_window_ms {
+        server = server.retry_window(Duration::from_millis(ms));
+    }
     if !args.child {
         eprintln!(
             "bench server (add, slow_multiply, echo) on 127.0.0.1:{}; pid {}",
@@ -200,14 +207,19 @@ fn one_run(args: &BenchArgs, run: usize, p: &mut Progress) -> Result<BTreeMap<St
     let (endpoint, pid) = match &args.connect {
         Some(at) => (format!("tcp://{at}"), args.server_pid),
         None => {
-            child = ChildServer::start(&[
-                "--serve",
-                "--child",
-                "--password",
-                &args.password,
-                "--workers",
-                &args.workers.to_string(),
-            ])?;
+            let mut child_args = vec![
+                "--serve".to_owned(),
+                "--child".to_owned(),
+                "--password".to_owned(),
+                args.password.clone(),
+                "--workers".to_owned(),
+                args.workers.to_string(),
+            ];
+            if let Some(ms) = args.retry_window_ms {
+                child_args.extend(["--retry-window-ms".to_owned(), ms.to_string()]);
+            }
+            let child_args: Vec<&str> = child_args.iter().map(String::as_str).collect();
+            child = ChildServer::start(&child_args)?;
             (
                 format!("tcp://127.0.0.1:{}", child.ports[0]),
                 Some(child.pid()),
