@@ -43,9 +43,7 @@ pub(crate) fn serve(workers: usize) -> Result<(), Error> {
         std::thread::spawn(move || echo(&rep));
     }
     std::thread::spawn(move || {
-        let mut frontend = frontend;
-        let mut backend = backend;
-        let _ = zmq::proxy(&mut frontend, &mut backend);
+        let _ = zmq::proxy(&frontend, &backend);
     });
     println!("READY {rep_port} {proxy_port}");
     std::io::stdout()
