@@ -45,7 +45,8 @@ impl Actor {
     /// Asks the thread to stop without waiting for it.
     pub(crate) fn signal(&mut self) {
         if let Some(control) = self.control.take() {
-            let _ = control.send("STOP", 0);
+            // Never blocks: a thread that has already ended has no peer to take it.
+            let _ = control.send("STOP", zmq::DONTWAIT);
         }
     }
 
