@@ -296,11 +296,6 @@ impl Loop {
         // Set when asked to stop: from then on new requests are refused and the loop
         // runs until the running calls are answered or this instant passes.
         let mut stop_by: Option<Instant> = None;
-        // Messages were handled in the last turn, so more are likely waiting: the loop
-        // then reads the sockets directly. `zmq_poll` first asks every socket for its
-        // events (each processing its command mailbox, a syscall), which costs more than
-        // a message when it returns one or two at a time (docs/performance.md).
-        let mut busy = false;
         loop {
             let now = Instant::now();
             if let Some(end) = stop_by {
@@ -308,28 +303,23 @@ impl Loop {
                     break;
                 }
             }
-            let (stop, clients, workers) = if busy {
-                (self.control.recv_bytes(zmq::DONTWAIT).is_ok(), true, true)
-            } else {
-                let wait = self.dispatcher.next_tick().map_or(1000, |t| {
-                    t.saturating_duration_since(now).as_millis().min(1000) as i64
-                });
-                let mut items = [
-                    self.control.as_poll_item(zmq::POLLIN),
-                    self.frontend.as_poll_item(zmq::POLLIN),
-                    self.backend.as_poll_item(zmq::POLLIN),
-                ];
-                if let Err(e) = zmq::poll(&mut items, wait.max(1)) {
-                    tracing::error!(error = %e, "broker poll failed");
-                    break;
-                }
-                (
-                    items[0].is_readable(),
-                    items[1].is_readable(),
-                    items[2].is_readable(),
-                )
-            };
-            let mut handled = 0;
+            let wait = self.dispatcher.next_tick().map_or(1000, |t| {
+                t.saturating_duration_since(now).as_millis().min(1000) as i64
+            });
+            let mut items = [
+                self.control.as_poll_item(zmq::POLLIN),
+                self.frontend.as_poll_item(zmq::POLLIN),
+                self.backend.as_poll_item(zmq::POLLIN),
+            ];
+            if let Err(e) = zmq::poll(&mut items, wait.max(1)) {
+                tracing::error!(error = %e, "broker poll failed");
+                break;
+            }
+            let (stop, clients, workers) = (
+                items[0].is_readable(),
+                items[1].is_readable(),
+                items[2].is_readable(),
+            );
             if stop && stop_by.is_none() {
                 let _ = self.control.recv_bytes(zmq::DONTWAIT);
                 tracing::info!(running = self.dispatcher.running(), "broker draining");
@@ -342,7 +332,6 @@ impl Loop {
                     let Ok(mut frames) = self.backend.recv_multipart(zmq::DONTWAIT) else {
                         break;
                     };
-                    handled += 1;
                     if frames.is_empty() {
                         continue;
                     }
@@ -357,7 +346,6 @@ impl Loop {
                     let Ok(frames) = self.frontend.recv_multipart(zmq::DONTWAIT) else {
                         break;
                     };
-                    handled += 1;
                     self.dispatcher
                         .client_message(frames, Instant::now(), &mut out);
                     self.carry_out(&mut out);
@@ -367,7 +355,6 @@ impl Loop {
             self.carry_out(&mut out);
             self.workers
                 .store(self.dispatcher.worker_count(), Ordering::Relaxed);
-            busy = handled > 0;
         }
         self.dispatcher.shutdown(Instant::now(), &mut out);
         self.carry_out(&mut out);
