@@ -43,11 +43,7 @@ impl PyClient {
         self.result(py, outcome)
     }
 
-    fn result(
-        &self,
-        py: Python<'_>,
-        outcome: Result<Value, zmq_rpc::Error>,
-    ) -> PyResult<PyObject> {
+    fn result(&self, py: Python<'_>, outcome: Result<Value, zmq_rpc::Error>) -> PyResult<PyObject> {
         match outcome {
             Ok(v) => Ok(to_py(py, &v)?.unbind()),
             Err(e) => Err(to_pyerr(py, e)),

@@ -17,8 +17,8 @@
 
 use pyo3::create_exception;
 use pyo3::exceptions::{
-    PyConnectionError, PyNameError, PyPermissionError, PyRuntimeError, PyTimeoutError,
-    PyTypeError, PyValueError,
+    PyConnectionError, PyNameError, PyPermissionError, PyRuntimeError, PyTimeoutError, PyTypeError,
+    PyValueError,
 };
 use pyo3::prelude::*;
 use zmq_rpc::Error;

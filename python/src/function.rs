@@ -99,7 +99,11 @@ fn keyword_names(inspect: &Bound<'_, PyModule>, func: &Bound<'_, PyAny>) -> PyRe
         parameter.getattr("KEYWORD_ONLY")?,
     ];
     let mut names = Vec::new();
-    for p in signature.getattr("parameters")?.call_method0("values")?.try_iter()? {
+    for p in signature
+        .getattr("parameters")?
+        .call_method0("values")?
+        .try_iter()?
+    {
         let p = p?;
         let kind = p.getattr("kind")?;
         if by_keyword.iter().any(|k| k.eq(&kind).unwrap_or(false)) {
