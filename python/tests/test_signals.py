@@ -44,3 +44,37 @@ def test_serve_forever_returns_on_a_signal(procs, tmp_path, sig):
     assert out.strip() == "stopped cleanly 20", (out, err)
     assert "Traceback" not in err
     assert time.monotonic() - started < 5
+
+
+EXIT_SCRIPT = textwrap.dedent("""
+    import threading, time
+    import zmq_rpc
+
+    def slow(x):
+        time.sleep(0.3)
+        return x
+
+    server = zmq_rpc.RPCServer("geheim", "exit", host="127.0.0.1", port=0, workers=2,
+                               shutdown_grace=2000)
+    server.add_external_function(slow, "slow")
+    running = server.start()
+    client = zmq_rpc.RPCClient("geheim", "127.0.0.1", running.port)
+    assert client.slow(1) == 1
+    # A call still running on a worker thread when the interpreter exits.
+    threading.Thread(target=lambda: zmq_rpc.RPCClient(
+        "geheim", "127.0.0.1", running.port).slow(2), daemon=True).start()
+    time.sleep(0.1)
+    print("leaving without shutdown", flush=True)
+""")
+
+
+def test_the_interpreter_exits_cleanly_with_a_server_still_running(procs, tmp_path):
+    # Whatever still runs is stopped at exit (atexit, or the handle being dropped)
+    # before the interpreter is gone: no hang, no crash, no panic from a worker thread.
+    script = tmp_path / "exit.py"
+    script.write_text(EXIT_SCRIPT)
+    proc = procs.python(str(script), env=clean_env())
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert out.strip() == "leaving without shutdown"
+    assert "Traceback" not in err and "panicked" not in err, err
