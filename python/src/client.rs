@@ -59,7 +59,10 @@ impl PyClient {
         endpoint = None, timeout = None, retries = None, backoff_base = None,
         backoff_cap = None, attempt_timeout = None, curve_server_key = None,
         max_message_size = None
-    ))]
+    ),
+    text_signature = "(password, host='localhost', port=8421, *, endpoint=None, timeout=None, \
+        retries=None, backoff_base=None, backoff_cap=None, attempt_timeout=None, \
+        curve_server_key=None, max_message_size=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         password: String,

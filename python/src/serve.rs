@@ -311,7 +311,10 @@ impl PyWorker {
         port = zmq_rpc::config::DEFAULT_WORKER_PORT, *, endpoint = None, threads = None,
         name = None, heartbeat_interval = None, heartbeat_liveness = None,
         shutdown_grace = None, max_message_size = None, curve_server_key = None
-    ))]
+    ),
+    text_signature = "(password, host='localhost', port=8422, *, endpoint=None, threads=None, \
+        name=None, heartbeat_interval=None, heartbeat_liveness=None, shutdown_grace=None, \
+        max_message_size=None, curve_server_key=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         password: String,

@@ -153,3 +153,30 @@ def test_a_server_starts_once():
             srv.start()
         with pytest.raises(RuntimeError, match="already started"):
             srv.add_external_function(add, "other")
+
+
+def test_signatures_show_the_seeds_parameters():
+    import inspect
+
+    server = inspect.signature(zmq_rpc.RPCServer)
+    assert list(server.parameters)[:6] == ["password", "server_name", "host", "port",
+                                           "timeout", "workers"]
+    client = inspect.signature(zmq_rpc.RPCClient)
+    assert list(client.parameters)[:3] == ["password", "host", "port"]
+    assert client.parameters["host"].default == "localhost"
+    assert client.parameters["port"].default == 8421
+
+
+def test_curve_encrypted_broker_and_worker():
+    public, secret = zmq_rpc.generate_curve_keypair()
+    broker = zmq_rpc.Broker(PASSWORD, "secure-cluster", host="127.0.0.1", port=0,
+                            worker_port=0, curve_secret_key=secret)
+    with broker.start() as b:
+        worker = zmq_rpc.Worker(PASSWORD, "127.0.0.1", b.worker_port,
+                                curve_server_key=public)
+        worker.add_external_function(add, "add")
+        with worker.start():
+            client = zmq_rpc.RPCClient(PASSWORD, "127.0.0.1", b.client_port,
+                                       curve_server_key=public)
+            assert client.add(1, 2) == 3  # the broker's warm-up waits for the worker
+            assert b.worker_count() == 1
