@@ -398,6 +398,11 @@ pub(crate) struct RunningWorker {
 
 #[pymethods]
 impl RunningWorker {
+    /// Serves until Ctrl-C or SIGTERM, then shuts the worker down (Rust: `run_until_signal`).
+    fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
+        serve(py, Arc::clone(&self.slot))
+    }
+
     /// Drains: no new calls, running ones finish, then it leaves the broker.
     fn shutdown(&self, py: Python<'_>) {
         stop(py, &self.slot);
@@ -517,6 +522,11 @@ pub(crate) struct RunningBroker {
 
 #[pymethods]
 impl RunningBroker {
+    /// Serves until Ctrl-C or SIGTERM, then shuts the broker down (Rust: `run_until_signal`).
+    fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
+        serve(py, Arc::clone(&self.slot))
+    }
+
     /// How many workers are registered now.
     fn worker_count(&self) -> usize {
         match &*self.slot.lock().unwrap_or_else(|p| p.into_inner()) {

@@ -67,3 +67,19 @@ def test_python_threads_run_while_a_call_waits(server):
     stop.set()
     t.join(timeout=5)
     assert during > 1000, during
+
+
+def test_one_client_shared_by_threads_takes_turns_safely(server):
+    # A client owns one socket; threads sharing it take turns (and get their own answers).
+    _, client = server({"echo": lambda x: x})
+    results = {}
+
+    def call(n):
+        results[n] = [client.echo([n, i]) for i in range(50)]
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert results == {n: [[n, i] for i in range(50)] for n in range(4)}
