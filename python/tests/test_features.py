@@ -1,0 +1,182 @@
+"""The rest of what the Rust side offers, reached from Python: ping, introspection,
+keyword arguments, retries, CURVE, the standalone broker and remote workers."""
+
+import threading
+import time
+
+import pytest
+
+import rpc
+import zmq_rpc
+from conftest import PASSWORD, free_port
+
+
+def add(a, b):
+    """Addiert zwei Zahlen."""
+    return a + b
+
+
+def greet(name, *, greeting="Hallo"):
+    return f"{greeting}, {name}"
+
+
+def echo(value):
+    return value
+
+
+def test_importable_as_rpc_and_zmq_rpc():
+    assert rpc.RPCServer is zmq_rpc.RPCServer
+    assert rpc.RPCClient is zmq_rpc.RPCClient
+    assert zmq_rpc.RpcClient is zmq_rpc.RPCClient
+    assert zmq_rpc.__version__
+
+
+def test_ping_returns_the_server_name(server):
+    _, client = server({"add": add})
+    assert client.ping() == "TestServer"
+
+
+def test_list_functions_shows_docstrings_and_parameters(server):
+    srv = zmq_rpc.RPCServer(PASSWORD, "intro", host="127.0.0.1", port=0, workers=2)
+    srv.add_external_function(add, "add")
+    srv.add_external_function(greet, "greet", description="Greets.", idempotent=True)
+    srv.add_external_function(echo)  # alias defaults to the function's name
+    with srv.start() as running:
+        client = zmq_rpc.RPCClient(PASSWORD, "127.0.0.1", running.port)
+        functions = {f["name"]: f for f in client.list_functions()}
+    assert sorted(functions) == ["add", "echo", "greet"]
+    assert functions["add"]["description"] == "Addiert zwei Zahlen."
+    assert functions["add"]["param_names"] == ["a", "b"]
+    assert functions["add"]["idempotent"] is False
+    assert functions["add"]["workers"] == 1
+    assert functions["greet"]["description"] == "Greets."
+    assert functions["greet"]["param_names"] == ["name", "greeting"]
+    assert functions["greet"]["idempotent"] is True
+
+
+def test_keyword_arguments_reach_the_function(server):
+    _, client = server({"greet": greet, "add": add})
+    assert client.greet("Ada") == "Hallo, Ada"
+    assert client.greet("Ada", greeting="Moin") == "Moin, Ada"
+    assert client.add(b=2, a=40) == 42
+    assert client.call("add", 1, b=2) == 3
+
+
+@pytest.mark.parametrize("value", [
+    None, True, False, 0, -7, 2**63 - 1, 2**64 - 1, 1.5, "", "ü €", [1, [2, None]],
+    {"a": {"b": [True, 1.25]}},
+])
+def test_json_values_round_trip(server, value):
+    _, client = server({"echo": echo})
+    assert client.echo(value) == value
+
+
+def test_tuples_arrive_as_lists_and_keys_as_strings(server):
+    _, client = server({"echo": echo})
+    assert client.echo((1, 2)) == [1, 2]
+    assert client.echo({1: "a", None: "b"}) == {"1": "a", "null": "b"}
+
+
+def test_dunder_lookups_are_not_remote_calls():
+    client = zmq_rpc.RPCClient(PASSWORD, "127.0.0.1", free_port())
+    with pytest.raises(AttributeError):
+        client.__deepcopy__
+    assert client.add.__name__ == "add"
+    assert "add" in repr(client.add)
+
+
+def test_retries_are_configurable_and_reach_a_late_server():
+    # The server starts 300 ms after the first attempt; a client with retries gets
+    # through, one without retries and a short timeout does not.
+    port = free_port()
+    patient = zmq_rpc.RPCClient(PASSWORD, "127.0.0.1", port, timeout=4000, retries=5,
+                                backoff_base=50, backoff_cap=200, attempt_timeout=200)
+    impatient = zmq_rpc.RPCClient(PASSWORD, "127.0.0.1", port, timeout=200, retries=0)
+    with pytest.raises(TimeoutError):
+        impatient.add(1, 2)
+    result = []
+    t = threading.Thread(target=lambda: result.append(patient.add(20, 22)))
+    t.start()
+    time.sleep(0.3)
+    srv = zmq_rpc.RPCServer(PASSWORD, "late", host="127.0.0.1", port=port)
+    srv.add_external_function(add, "add")
+    with srv.start():
+        t.join(timeout=10)
+    assert result == [42]
+
+
+def test_curve_is_available_in_this_build():
+    assert zmq_rpc.LIBZMQ_BUILT_WITH_CURVE
+    assert zmq_rpc.curve_available()
+
+
+def test_curve_encrypted_calls():
+    public, secret = zmq_rpc.generate_curve_keypair()
+    assert len(public) == 40 and len(secret) == 40 and public != secret
+    srv = zmq_rpc.RPCServer(PASSWORD, "secure", host="127.0.0.1", port=0,
+                            curve_secret_key=secret)
+    srv.add_external_function(add, "add")
+    with srv.start() as running:
+        client = zmq_rpc.RPCClient(PASSWORD, "127.0.0.1", running.port,
+                                   curve_server_key=public)
+        assert client.add(2, 3) == 5
+        # Without the key the handshake never completes: no reply.
+        plain = zmq_rpc.RPCClient(PASSWORD, "127.0.0.1", running.port, timeout=400,
+                                  retries=0)
+        with pytest.raises(TimeoutError):
+            plain.add(2, 3)
+
+
+def test_python_worker_joins_a_python_broker():
+    broker = zmq_rpc.Broker(PASSWORD, "cluster", host="127.0.0.1", port=0,
+                            worker_port=0, warmup=0)
+    with broker.start() as b:
+        assert b.worker_count() == 0
+        worker = zmq_rpc.Worker(PASSWORD, endpoint=b.worker_endpoint, threads=2,
+                                name="py-worker")
+        worker.add_external_function(add, "add")
+        with worker.start():
+            deadline = time.monotonic() + 5
+            while b.worker_count() == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            client = zmq_rpc.RPCClient(PASSWORD, "127.0.0.1", b.client_port)
+            assert client.add(5, 7) == 12
+            assert client.ping() == "cluster"
+            assert b.worker_count() == 1
+
+
+def test_a_server_starts_once():
+    srv = zmq_rpc.RPCServer(PASSWORD, "once", host="127.0.0.1", port=0)
+    srv.add_external_function(add, "add")
+    with srv.start():
+        with pytest.raises(RuntimeError, match="already started"):
+            srv.start()
+        with pytest.raises(RuntimeError, match="already started"):
+            srv.add_external_function(add, "other")
+
+
+def test_signatures_show_the_seeds_parameters():
+    import inspect
+
+    server = inspect.signature(zmq_rpc.RPCServer)
+    assert list(server.parameters)[:6] == ["password", "server_name", "host", "port",
+                                           "timeout", "workers"]
+    client = inspect.signature(zmq_rpc.RPCClient)
+    assert list(client.parameters)[:3] == ["password", "host", "port"]
+    assert client.parameters["host"].default == "localhost"
+    assert client.parameters["port"].default == 8421
+
+
+def test_curve_encrypted_broker_and_worker():
+    public, secret = zmq_rpc.generate_curve_keypair()
+    broker = zmq_rpc.Broker(PASSWORD, "secure-cluster", host="127.0.0.1", port=0,
+                            worker_port=0, curve_secret_key=secret)
+    with broker.start() as b:
+        worker = zmq_rpc.Worker(PASSWORD, "127.0.0.1", b.worker_port,
+                                curve_server_key=public)
+        worker.add_external_function(add, "add")
+        with worker.start():
+            client = zmq_rpc.RPCClient(PASSWORD, "127.0.0.1", b.client_port,
+                                       curve_server_key=public)
+            assert client.add(1, 2) == 3  # the broker's warm-up waits for the worker
+            assert b.worker_count() == 1
