@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::recent::{Recent, RetryKey, Seen};
+use super::throttle::Throttle;
 use crate::error::Error;
 use crate::protocol::{
     self, BrokerMessage, Call, FunctionInfo, Ready, Reply, Request, WorkerMessage,
@@ -46,8 +47,10 @@ pub(crate) enum Action {
 pub(crate) struct Settings {
     /// Returned by `ping`.
     pub name: String,
-    /// The shared secret clients and workers must present.
+    /// The shared secret clients must present.
     pub password: String,
+    /// The secret workers must present in READY (by default the password).
+    pub worker_secret: String,
     /// The longest a call may take, whatever the client asks.
     pub timeout: Duration,
     /// Queued requests before new ones are refused with `OverloadError`.
@@ -128,6 +131,8 @@ pub(crate) struct Dispatcher {
     warm_until: Option<Instant>,
     /// The warm-up has just ended: what no worker serves now was never registered.
     warmup_ended: bool,
+    /// Wrong passwords per peer address.
+    throttle: Throttle,
 }
 
 fn passwords_match(given: &str, expected: &str) -> bool {
@@ -186,6 +191,7 @@ impl Dispatcher {
             dispatch_seq: 0,
             draining: false,
             warmup_ended: false,
+            throttle: Throttle::default(),
             warm_until: Some(now + settings.warmup).filter(|_| !settings.warmup.is_zero()),
             settings,
         }
@@ -222,9 +228,22 @@ impl Dispatcher {
     }
 
     /// A message from a client: all its frames as the frontend ROUTER received them.
+    #[allow(dead_code)] // the socket loop knows the peer; tests and fuzzing do not
     pub(crate) fn client_message(
         &mut self,
         frames: Vec<Vec<u8>>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        self.client_message_from(frames, None, now, out);
+    }
+
+    /// [`Dispatcher::client_message`] from the peer address `peer` (when the transport
+    /// knows it), which repeated wrong passwords lock out for a while.
+    pub(crate) fn client_message_from(
+        &mut self,
+        frames: Vec<Vec<u8>>,
+        peer: Option<&str>,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -246,14 +265,34 @@ impl Dispatcher {
             Ok(req) => req,
             Err(bad) => return self.reply(envelope, bad.id, Err(bad.error), out),
         };
-        self.request(envelope, req, now, out);
+        self.request(envelope, req, peer, now, out);
     }
 
-    fn request(&mut self, envelope: Envelope, req: Request, now: Instant, out: &mut Vec<Action>) {
+    fn request(
+        &mut self,
+        envelope: Envelope,
+        req: Request,
+        peer: Option<&str>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let id = req.id.clone().unwrap_or(Value::Null);
+        if let Some(left) = peer.and_then(|p| self.throttle.locked(p, now)) {
+            let err = Error::Permission(format!(
+                "too many wrong passwords from this address; try again in {} ms",
+                left.as_millis().max(1)
+            ));
+            return self.reply(envelope, id, Err(err), out);
+        }
         if !passwords_match(&req.password, &self.settings.password) {
+            if let Some(p) = peer {
+                self.throttle.failed(p, now);
+            }
             let err = Error::Permission("wrong password".into());
             return self.reply(envelope, id, Err(err), out);
+        }
+        if let Some(p) = peer {
+            self.throttle.succeeded(p);
         }
         match req.function.as_str() {
             protocol::BUILTIN_PING => {
@@ -565,9 +604,9 @@ impl Dispatcher {
     }
 
     fn register(&mut self, id: WorkerId, ready: Ready, now: Instant, out: &mut Vec<Action>) {
-        if !passwords_match(&ready.password, &self.settings.password) {
+        if !passwords_match(&ready.password, &self.settings.worker_secret) {
             tracing::warn!(worker = %ready.name, "refusing worker: wrong password");
-            return self.disconnect(id, "wrong password", out);
+            return self.disconnect(id, protocol::DISCONNECT_WRONG_SECRET, out);
         }
         if let Some(f) = ready
             .functions
@@ -876,6 +915,7 @@ mod tests {
         Settings {
             name: "Rechner1".into(),
             password: "geheim".into(),
+            worker_secret: "geheim".into(),
             timeout: Duration::from_secs(5),
             queue_limit: 2,
 
@@ -890,6 +930,7 @@ mod tests {
     fn ready(functions: &[&str], capacity: u32) -> Vec<Vec<u8>> {
         protocol::encode_worker_message(&WorkerMessage::Ready(Ready {
             password: "geheim".into(),
+            worker_secret: "geheim".into(),
             name: "w".into(),
             capacity,
             heartbeat_ms: 1000,
@@ -1108,6 +1149,7 @@ mod tests {
     fn ready_idempotent(function: &str) -> Vec<Vec<u8>> {
         protocol::encode_worker_message(&WorkerMessage::Ready(Ready {
             password: "geheim".into(),
+            worker_secret: "geheim".into(),
             name: "w".into(),
             capacity: 1,
             heartbeat_ms: 1000,

@@ -14,7 +14,7 @@ pub use function::{IntoFunction, IntoOutcome, Json, Registration};
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,8 @@ pub struct Worker {
     endpoint: String,
     setup: Setup,
     curve_server_key: Option<String>,
+    /// This worker's own CURVE key pair (public, secret), Z85.
+    curve_keypair: Option<(String, String)>,
     problem: Option<Error>,
 }
 
@@ -89,18 +91,29 @@ impl Worker {
 
     /// A worker for any ZeroMQ endpoint of a broker's worker side.
     pub fn with_endpoint(password: impl Into<String>, endpoint: &str) -> Worker {
-        let (env, problem) = match Env::load() {
+        let (env, mut problem) = match Env::load() {
             Ok(env) => (env, None),
             Err(e) => (Env::default(), Some(e)),
         };
+        let curve_keypair = match (&env.curve_public_key, &env.curve_secret_key) {
+            (Some(p), Some(s)) => Some((p.clone(), s.clone())),
+            (Some(_), None) => {
+                problem = problem.or(Some(Error::Config(
+                    "ZMQ_RPC_CURVE_PUBLIC_KEY is set without ZMQ_RPC_CURVE_SECRET_KEY".into(),
+                )));
+                None
+            }
+            _ => None,
+        };
         let setup = Setup::new(
-            password.into(),
+            env.worker_secret.clone().unwrap_or_else(|| password.into()),
             env.workers.unwrap_or(config::DEFAULT_WORKERS),
         );
         Worker {
             endpoint: endpoint.to_owned(),
             setup,
             curve_server_key: env.curve_server_key,
+            curve_keypair,
             problem,
         }
     }
@@ -148,6 +161,25 @@ impl Worker {
         self
     }
 
+    /// This worker's own long-term CURVE key pair (Z85), for brokers that admit only
+    /// listed worker keys. Defaults to `ZMQ_RPC_CURVE_PUBLIC_KEY` with
+    /// `ZMQ_RPC_CURVE_SECRET_KEY`, or a fresh pair per process.
+    pub fn curve_keypair(
+        mut self,
+        public_z85: impl Into<String>,
+        secret_z85: impl Into<String>,
+    ) -> Self {
+        self.curve_keypair = Some((public_z85.into(), secret_z85.into()));
+        self
+    }
+
+    /// The secret presented to the broker when registering (the broker's
+    /// `worker_secret`). Defaults to `ZMQ_RPC_WORKER_SECRET`, or the password.
+    pub fn worker_secret(mut self, secret: impl Into<String>) -> Self {
+        self.setup.password = secret.into();
+        self
+    }
+
     /// Registers a typed function under `alias`; see [`crate::RpcServer::add_external_function`].
     pub fn add_external_function<F, Args>(&mut self, func: F, alias: &str) -> Registration<'_>
     where
@@ -175,8 +207,14 @@ impl Worker {
             return Err(e);
         }
         if let Some(key) = &self.curve_server_key {
-            self.setup.tcp.curve = Curve::client(key)?;
+            let own = self.curve_keypair.as_ref();
+            self.setup.tcp.curve = Curve::client_with_keys(
+                key,
+                own.map(|p| p.0.as_str()),
+                own.map(|p| p.1.as_str()),
+            )?;
         }
+        transport::require_safe_libzmq()?;
         spawn(&zmq::Context::new(), &self.endpoint, self.setup)
     }
 
@@ -188,14 +226,17 @@ impl Worker {
     pub fn run(self) -> Result<(), Error> {
         let running = self.start()?;
         crate::signals::wait_for_shutdown_signal(|| running.is_finished())?;
+        let refusal = running.refusal();
         running.shutdown();
-        Ok(())
+        refusal.map_or(Ok(()), Err)
     }
 }
 
 /// A running worker. Dropping it stops the worker (see [`WorkerHandle::shutdown`]).
 pub struct WorkerHandle {
     actor: Actor,
+    /// Why the broker refused this worker, once it did (the worker then stops).
+    refused: Arc<Mutex<Option<Error>>>,
 }
 
 impl WorkerHandle {
@@ -211,12 +252,25 @@ impl WorkerHandle {
         self.actor.is_finished()
     }
 
-    /// Blocks until the worker stops (it does not stop by itself).
+    /// Why the broker refused this worker, if it did: its CURVE key is not on the
+    /// broker's allow-list, the broker's key is wrong, or its secret is wrong. A refused
+    /// worker stops by itself ([`WorkerHandle::is_finished`]).
+    pub fn refusal(&self) -> Option<Error> {
+        self.refused.lock().ok().and_then(|slot| slot.clone())
+    }
+
+    /// Blocks until the worker stops: only when the broker refuses it, unless another
+    /// thread stops it.
     ///
     /// # Errors
-    /// [`Error::Runtime`] if the worker thread panicked.
+    /// [`Error::Permission`] when the broker refused the worker, [`Error::Runtime`] if
+    /// the worker thread panicked.
     pub fn wait(mut self) -> Result<(), Error> {
-        self.actor.wait()
+        self.actor.wait()?;
+        match self.refusal() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -237,7 +291,9 @@ pub(crate) fn spawn(
     }
     let replies_name = transport::unique_inproc("replies");
     let replies = transport::bind_pull(ctx, &replies_name)?;
-    let dealer = transport::connect_worker(ctx, endpoint, &setup.tcp)?;
+    let (dealer, watch) = transport::connect_worker_watched(ctx, endpoint, &setup.tcp)?;
+    let refused = Arc::new(Mutex::new(None));
+    let refused_slot = Arc::clone(&refused);
     let registry = Arc::new(setup.registry.clone());
     let mut executors = Vec::with_capacity(setup.threads);
     for index in 0..setup.threads {
@@ -260,6 +316,8 @@ pub(crate) fn spawn(
             endpoint,
             setup,
             dealer,
+            watch,
+            refused: refused_slot,
             replies,
             control,
             idle: (0..senders.len()).rev().collect(),
@@ -275,7 +333,7 @@ pub(crate) fn spawn(
         socket_loop.register(now);
         socket_loop.run(threads);
     })?;
-    Ok(WorkerHandle { actor })
+    Ok(WorkerHandle { actor, refused })
 }
 
 struct Job {
@@ -311,6 +369,10 @@ struct SocketLoop {
     endpoint: String,
     setup: Setup,
     dealer: zmq::Socket,
+    /// Handshake events of `dealer` (TCP only): a refused handshake stops the worker.
+    watch: Option<transport::HandshakeWatch>,
+    /// Where a refusal is reported to the handle.
+    refused: Arc<Mutex<Option<Error>>>,
     replies: zmq::Socket,
     control: zmq::Socket,
     senders: Vec<mpsc::Sender<Job>>,
@@ -372,20 +434,30 @@ impl SocketLoop {
             }
             let wake = self.next_heartbeat.min(self.broker_expires);
             let timeout = wake.saturating_duration_since(now).as_millis() as i64;
-            let mut items = [
+            let mut items = vec![
                 self.control.as_poll_item(zmq::POLLIN),
                 self.replies.as_poll_item(zmq::POLLIN),
                 self.dealer.as_poll_item(zmq::POLLIN),
             ];
+            if let Some(w) = &self.watch {
+                items.push(w.socket().as_poll_item(zmq::POLLIN));
+            }
             if let Err(e) = zmq::poll(&mut items, timeout.max(1)) {
                 tracing::error!(error = %e, "worker poll failed");
                 break;
             }
-            let (stop, replies, broker) = (
+            let (stop, replies, broker, handshake) = (
                 items[0].is_readable(),
                 items[1].is_readable(),
                 items[2].is_readable(),
+                items.get(3).is_some_and(zmq::PollItem::is_readable),
             );
+            drop(items);
+            if handshake {
+                if let Some(why) = self.watch.as_mut().and_then(|w| w.refusal()) {
+                    self.refuse(why);
+                }
+            }
             if stop && stop_by.is_none() {
                 let _ = self.control.recv_bytes(zmq::DONTWAIT);
                 tracing::info!(
@@ -402,6 +474,9 @@ impl SocketLoop {
             if broker {
                 self.handle_broker_messages();
             }
+            if self.is_refused() {
+                break;
+            }
             let now = Instant::now();
             if now >= self.next_heartbeat {
                 self.send(&WorkerMessage::Heartbeat);
@@ -412,6 +487,19 @@ impl SocketLoop {
             }
         }
         self.finish(threads);
+    }
+
+    /// The broker refused this worker (at the handshake or for its secret): record why
+    /// for the handle; the loop then stops.
+    fn refuse(&mut self, why: String) {
+        tracing::error!(endpoint = %self.endpoint, reason = %why, "the broker refused this worker; stopping");
+        if let Ok(mut slot) = self.refused.lock() {
+            slot.get_or_insert(Error::Permission(why));
+        }
+    }
+
+    fn is_refused(&self) -> bool {
+        self.refused.lock().map_or(false, |slot| slot.is_some())
     }
 
     fn is_idle(&self) -> bool {
@@ -485,6 +573,13 @@ impl SocketLoop {
                     });
                 }
                 Ok(BrokerMessage::Heartbeat) => self.reconnects = 0,
+                Ok(BrokerMessage::Disconnect { reason })
+                    if reason == protocol::DISCONNECT_WRONG_SECRET =>
+                {
+                    // Retrying with the same secret cannot help: stop and say why.
+                    self.refuse("the broker refused this worker's secret (wrong password)".into());
+                    return;
+                }
                 Ok(BrokerMessage::Disconnect { reason }) => {
                     // Register again on a fresh socket, after the reconnect backoff: a
                     // broker that keeps refusing (wrong password, shutting down) is
@@ -514,9 +609,10 @@ impl SocketLoop {
         {
             return false;
         }
-        match transport::connect_worker(&self.ctx, &self.endpoint, &self.setup.tcp) {
-            Ok(dealer) => {
+        match transport::connect_worker_watched(&self.ctx, &self.endpoint, &self.setup.tcp) {
+            Ok((dealer, watch)) => {
                 self.dealer = dealer;
+                self.watch = watch;
                 self.connection += 1;
                 // Requests of the earlier connection that never started: that broker
                 // is gone or has answered them already.
