@@ -39,16 +39,17 @@ pub(crate) fn parse_keys(text: &str) -> Result<HashSet<[u8; 32]>, String> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let key = match line.split_once('=') {
-            Some((name, value)) if name.trim() == crate::config::vars::CURVE_PUBLIC_KEY => {
-                value.trim()
-            }
-            Some((name, _)) => {
+        // Z85 has `=` in its alphabet: only a `ZMQ_RPC_` prefix marks a variable line.
+        let prefix = format!("{}=", crate::config::vars::CURVE_PUBLIC_KEY);
+        let key = match line.strip_prefix(&prefix) {
+            // keygen quotes its values for .env files
+            Some(value) => value.trim().trim_matches('\''),
+            None if line.starts_with("ZMQ_RPC_") => {
                 // Never echo the value: it may be a secret key pasted by mistake.
+                let name = line.split('=').next().unwrap_or_default();
                 return Err(format!(
-                    "line {}: `{}=` is not a public key line",
-                    n + 1,
-                    name.trim()
+                    "line {}: `{name}` is not a public key line",
+                    n + 1
                 ));
             }
             None => line,
@@ -218,7 +219,7 @@ mod tests {
     fn parses_keys_comments_and_keygen_lines_and_rejects_the_rest() {
         let (a, _) = crate::generate_curve_keypair().unwrap();
         let (b, _) = crate::generate_curve_keypair().unwrap();
-        let text = format!("# clients\n\n{a}\nZMQ_RPC_CURVE_PUBLIC_KEY={b}\n");
+        let text = format!("# clients\n\n{a}\nZMQ_RPC_CURVE_PUBLIC_KEY='{b}'\n");
         assert_eq!(parse_keys(&text).unwrap().len(), 2);
         let err = parse_keys("ZMQ_RPC_CURVE_SECRET_KEY=abc").unwrap_err();
         assert!(err.contains("line 1") && !err.contains("abc"), "{err}");

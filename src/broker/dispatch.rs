@@ -930,7 +930,6 @@ mod tests {
     fn ready(functions: &[&str], capacity: u32) -> Vec<Vec<u8>> {
         protocol::encode_worker_message(&WorkerMessage::Ready(Ready {
             password: "geheim".into(),
-            worker_secret: "geheim".into(),
             name: "w".into(),
             capacity,
             heartbeat_ms: 1000,
@@ -1149,7 +1148,6 @@ mod tests {
     fn ready_idempotent(function: &str) -> Vec<Vec<u8>> {
         protocol::encode_worker_message(&WorkerMessage::Ready(Ready {
             password: "geheim".into(),
-            worker_secret: "geheim".into(),
             name: "w".into(),
             capacity: 1,
             heartbeat_ms: 1000,
