@@ -276,6 +276,8 @@ impl Dispatcher {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
+        // `Request`'s Debug redacts the password.
+        tracing::trace!(request = ?req, peer, "client request");
         let id = req.id.clone().unwrap_or(Value::Null);
         if let Some(left) = peer.and_then(|p| self.throttle.locked(p, now)) {
             let err = Error::Permission(format!(
@@ -604,6 +606,8 @@ impl Dispatcher {
     }
 
     fn register(&mut self, id: WorkerId, ready: Ready, now: Instant, out: &mut Vec<Action>) {
+        // `Ready`'s Debug redacts the secret.
+        tracing::trace!(ready = ?ready, "worker registering");
         if !passwords_match(&ready.password, &self.settings.worker_secret) {
             tracing::warn!(worker = %ready.name, "refusing worker: wrong password");
             return self.disconnect(id, protocol::DISCONNECT_WRONG_SECRET, out);
