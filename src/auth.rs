@@ -47,10 +47,7 @@ pub(crate) fn parse_keys(text: &str) -> Result<HashSet<[u8; 32]>, String> {
             None if line.starts_with("ZMQ_RPC_") => {
                 // Never echo the value: it may be a secret key pasted by mistake.
                 let name = line.split('=').next().unwrap_or_default();
-                return Err(format!(
-                    "line {}: `{name}` is not a public key line",
-                    n + 1
-                ));
+                return Err(format!("line {}: `{name}` is not a public key line", n + 1));
             }
             None => line,
         };
@@ -239,22 +236,40 @@ mod tests {
             clients: Some(AllowList::load(&file).unwrap()),
             workers: None,
         };
-        let code = |g: &mut Gate, d: &str, m: &str, k: &[u8]| g.answer(&request(d, m, k)).unwrap()[2].clone();
-        assert_eq!(code(&mut gate, ZAP_DOMAIN_CLIENTS, "CURVE", &raw(&a)), b"200");
-        assert_eq!(code(&mut gate, ZAP_DOMAIN_CLIENTS, "CURVE", &raw(&b)), b"400");
+        let code = |g: &mut Gate, d: &str, m: &str, k: &[u8]| {
+            g.answer(&request(d, m, k)).unwrap()[2].clone()
+        };
+        assert_eq!(
+            code(&mut gate, ZAP_DOMAIN_CLIENTS, "CURVE", &raw(&a)),
+            b"200"
+        );
+        assert_eq!(
+            code(&mut gate, ZAP_DOMAIN_CLIENTS, "CURVE", &raw(&b)),
+            b"400"
+        );
         assert_eq!(code(&mut gate, ZAP_DOMAIN_CLIENTS, "NULL", b""), b"400");
         // No worker list: any worker key passes.
-        assert_eq!(code(&mut gate, ZAP_DOMAIN_WORKERS, "CURVE", &raw(&b)), b"200");
+        assert_eq!(
+            code(&mut gate, ZAP_DOMAIN_WORKERS, "CURVE", &raw(&b)),
+            b"200"
+        );
         // A longer file (the size changes even within one mtime tick) is read again.
         std::fs::write(&file, format!("{a}\n{b}\n")).unwrap();
-        assert_eq!(code(&mut gate, ZAP_DOMAIN_CLIENTS, "CURVE", &raw(&b)), b"200");
+        assert_eq!(
+            code(&mut gate, ZAP_DOMAIN_CLIENTS, "CURVE", &raw(&b)),
+            b"200"
+        );
         // A broken edit keeps the last good list.
         std::fs::write(&file, "garbage that is not a key\n").unwrap();
-        assert_eq!(code(&mut gate, ZAP_DOMAIN_CLIENTS, "CURVE", &raw(&a)), b"200");
+        assert_eq!(
+            code(&mut gate, ZAP_DOMAIN_CLIENTS, "CURVE", &raw(&a)),
+            b"200"
+        );
         assert_eq!(gate.clients.as_ref().unwrap().len(), 2);
         assert_eq!(gate.answer(&[b"1.0".to_vec()]), None);
         assert_eq!(
-            gate.answer(&request("x", "CURVE", b"")[..3].to_vec()).unwrap()[2],
+            gate.answer(&request("x", "CURVE", b"")[..3].to_vec())
+                .unwrap()[2],
             b"500"
         );
         std::fs::remove_dir_all(&dir).unwrap();

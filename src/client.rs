@@ -174,7 +174,11 @@ impl RpcClient {
     /// This client's own long-term CURVE key pair (Z85), for servers that admit only
     /// listed keys. Defaults to `ZMQ_RPC_CURVE_PUBLIC_KEY` with
     /// `ZMQ_RPC_CURVE_SECRET_KEY`, or a fresh pair per process.
-    pub fn curve_keypair(mut self, public_z85: impl Into<String>, secret_z85: impl Into<String>) -> Self {
+    pub fn curve_keypair(
+        mut self,
+        public_z85: impl Into<String>,
+        secret_z85: impl Into<String>,
+    ) -> Self {
         self.curve_keypair = Some((public_z85.into(), secret_z85.into()));
         *self.socket.get_mut() = None;
         self
@@ -391,11 +395,8 @@ impl RpcClient {
         let mut tcp = self.tcp.clone();
         if let Some(key) = &self.curve_server_key {
             let own = self.curve_keypair.as_ref();
-            tcp.curve = Curve::client_with_keys(
-                key,
-                own.map(|p| p.0.as_str()),
-                own.map(|p| p.1.as_str()),
-            )?;
+            tcp.curve =
+                Curve::client_with_keys(key, own.map(|p| p.0.as_str()), own.map(|p| p.1.as_str()))?;
         }
         let (socket, watch) = transport::connect_client_watched(&self.ctx, &self.endpoint, &tcp)?;
         *self.watch.borrow_mut() = watch;

@@ -143,8 +143,7 @@ impl Env {
             curve_server_key: get(vars::CURVE_SERVER_KEY),
             curve_public_key: get(vars::CURVE_PUBLIC_KEY),
             curve_authorized_keys: get(vars::CURVE_AUTHORIZED_KEYS).map(Into::into),
-            curve_worker_authorized_keys: get(vars::CURVE_WORKER_AUTHORIZED_KEYS)
-                .map(Into::into),
+            curve_worker_authorized_keys: get(vars::CURVE_WORKER_AUTHORIZED_KEYS).map(Into::into),
             worker_secret: lookup(vars::WORKER_SECRET),
         })
     }

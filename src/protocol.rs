@@ -156,6 +156,19 @@ const CMD_HEARTBEAT: &[u8] = b"HEARTBEAT";
 const CMD_DRAIN: &[u8] = b"DRAIN";
 const CMD_DISCONNECT: &[u8] = b"DISCONNECT";
 
+/// Longest piece of caller-supplied text (a function name, a keyword, a value in a
+/// conversion error) that an error message repeats.
+pub(crate) const EXCERPT_CHARS: usize = 100;
+
+/// `text`, cut to [`EXCERPT_CHARS`] characters with `...` when longer: error messages
+/// name what was wrong without echoing megabytes back to the sender.
+pub(crate) fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
 // Debug by hand: a password must never reach a log line, whatever the level.
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -624,6 +637,15 @@ mod tests {
 
     fn decode_err(frame: &[u8]) -> BadRequest {
         decode_request(frame).expect_err("should be refused")
+    }
+
+    #[test]
+    fn excerpts_are_bounded_and_cut_on_char_boundaries() {
+        assert_eq!(excerpt("short"), "short");
+        let long = "ä".repeat(1000);
+        let cut = excerpt(&long);
+        assert_eq!(cut.chars().count(), EXCERPT_CHARS + 3);
+        assert!(cut.ends_with("..."));
     }
 
     #[test]

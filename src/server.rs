@@ -199,6 +199,14 @@ impl ServerHandle {
         self.broker.as_ref().and_then(BrokerHandle::worker_port)
     }
 
+    /// How many messages from workers the broker dropped (see
+    /// [`BrokerHandle::dropped_messages`]).
+    pub fn dropped_messages(&self) -> u64 {
+        self.broker
+            .as_ref()
+            .map_or(0, BrokerHandle::dropped_messages)
+    }
+
     /// Whether the server has stopped by itself (its broker thread ended).
     pub fn is_finished(&self) -> bool {
         self.broker.as_ref().map_or(true, BrokerHandle::is_finished)

@@ -49,7 +49,10 @@ fn keygen() -> Keys {
 
 /// Runs `call`, asserts it fails with `PermissionError` within [`REFUSAL_WITHIN`], and
 /// returns the message.
-fn refused_quickly<T: std::fmt::Debug>(what: &str, call: impl FnOnce() -> Result<T, Error>) -> String {
+fn refused_quickly<T: std::fmt::Debug>(
+    what: &str,
+    call: impl FnOnce() -> Result<T, Error>,
+) -> String {
     let start = Instant::now();
     let result = call();
     let took = start.elapsed();
@@ -120,7 +123,9 @@ fn client_allow_list_refuses_unknown_keys_and_reloads_without_restart() {
         };
 
         assert_eq!(client(&alice).call::<i64>("add", (1, 1)), Ok(2));
-        let why = refused_quickly("unlisted key", || client(&mallory).call::<i64>("add", (1, 1)));
+        let why = refused_quickly("unlisted key", || {
+            client(&mallory).call::<i64>("add", (1, 1))
+        });
         assert!(why.contains("refused this client's key"), "{why}");
         // A per-process key (no pair configured) is not on the list either.
         let anonymous = RpcClient::new(PASSWORD, "127.0.0.1", running.port())
@@ -129,7 +134,10 @@ fn client_allow_list_refuses_unknown_keys_and_reloads_without_restart() {
         refused_quickly("per-process key", || anonymous.ping());
 
         // Listing the key admits it, without a restart.
-        dir.write("clients", &format!("{}\n{}\n", alice.public, mallory.public));
+        dir.write(
+            "clients",
+            &format!("{}\n{}\n", alice.public, mallory.public),
+        );
         assert_eq!(client(&mallory).call::<i64>("add", (2, 2)), Ok(4));
         // Removing a key shuts it out again.
         dir.write("clients", &format!("{}\n", mallory.public));
@@ -186,7 +194,10 @@ fn standalone_broker_from_dotenv_serves_listed_worker_and_refuses_a_rogue_one() 
             .map(|f| f.name)
             .collect();
         assert_eq!(names, ["upper"], "the rogue worker never registered");
-        assert!(matches!(client.call::<String>("steal", ()), Err(Error::Name(_))));
+        assert!(matches!(
+            client.call::<String>("steal", ()),
+            Err(Error::Name(_))
+        ));
         assert!(!worker.is_finished() && worker.refusal().is_none());
         worker.shutdown();
     });
@@ -222,7 +233,10 @@ fn without_curve_a_worker_needs_the_worker_secret() {
         let client = RpcClient::new(PASSWORD, "127.0.0.1", broker.client_port());
         common::wait_for_workers(&client, "mul", 1, Duration::from_secs(10));
         assert_eq!(client.call::<i64>("mul", (6, 7)), Ok(42));
-        assert!(matches!(client.call::<String>("steal", ()), Err(Error::Name(_))));
+        assert!(matches!(
+            client.call::<String>("steal", ()),
+            Err(Error::Name(_))
+        ));
     });
 }
 
@@ -249,7 +263,10 @@ fn bad_security_settings_fail_at_start_with_a_clear_message() {
     dir.write("bad", "ZMQ_RPC_CURVE_SECRET_KEY=leaked\n");
     let bad = curve_server(&keys.1).curve_authorized_keys(dir.path().join("bad"));
     let message = start(bad);
-    assert!(message.contains("line 1") && !message.contains("leaked"), "{message}");
+    assert!(
+        message.contains("line 1") && !message.contains("leaked"),
+        "{message}"
+    );
 
     let client = RpcClient::new(PASSWORD, "127.0.0.1", 1).curve_server_key("short");
     assert!(matches!(client.ping(), Err(Error::Config(_))));

@@ -140,7 +140,10 @@ fn call_through_relay(server: RpcServer, client_key: Option<&str>) -> Vec<u8> {
 fn plain_tcp_shows_password_and_arguments_curve_hides_them() {
     with_timeout(Duration::from_secs(30), || {
         let plain = call_through_relay(RpcServer::new(PASSWORD, "plain"), None);
-        assert!(contains(&plain, PASSWORD), "the relay sees the password in plain TCP");
+        assert!(
+            contains(&plain, PASSWORD),
+            "the relay sees the password in plain TCP"
+        );
         assert!(contains(&plain, SECRET_ARGUMENT), "and the argument");
 
         let (public, secret) = zmq_rpc::generate_curve_keypair().unwrap();
@@ -148,7 +151,10 @@ fn plain_tcp_shows_password_and_arguments_curve_hides_them() {
         let encrypted = call_through_relay(server, Some(&public));
         // The request and reply crossed the relay (the handshake alone is ~400 bytes).
         assert!(encrypted.len() > 400, "{} bytes recorded", encrypted.len());
-        assert!(contains(&encrypted, "CURVE"), "the greeting names the mechanism");
+        assert!(
+            contains(&encrypted, "CURVE"),
+            "the greeting names the mechanism"
+        );
         for secret_text in [PASSWORD, SECRET_ARGUMENT, "length", "password"] {
             assert!(
                 !contains(&encrypted, secret_text),

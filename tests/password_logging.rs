@@ -51,15 +51,24 @@ fn trace_logs_and_errors_never_contain_a_password() {
 
         let client = RpcClient::new(PASSWORD, "127.0.0.1", port);
         assert_eq!(client.call::<i64>("add", (1, 2)), Ok(3));
-        assert!(matches!(client.call::<i64>("nope", ()), Err(Error::Name(_))));
-        assert!(matches!(client.call::<i64>("add", ("x", 1)), Err(Error::Type(_))));
+        assert!(matches!(
+            client.call::<i64>("nope", ()),
+            Err(Error::Name(_))
+        ));
+        assert!(matches!(
+            client.call::<i64>("add", ("x", 1)),
+            Err(Error::Type(_))
+        ));
 
         let wrong = RpcClient::new(WRONG, "127.0.0.1", port);
         for _ in 0..8 {
             // Includes the lockout after repeated failures.
             match wrong.call::<i64>("add", (1, 2)) {
                 Err(Error::Permission(message)) => {
-                    assert!(!message.contains(WRONG) && !message.contains(PASSWORD), "{message}")
+                    assert!(
+                        !message.contains(WRONG) && !message.contains(PASSWORD),
+                        "{message}"
+                    )
                 }
                 other => panic!("expected PermissionError, got {other:?}"),
             }
@@ -94,7 +103,10 @@ fn trace_logs_and_errors_never_contain_a_password() {
             .threads(1)
             .worker_secret(WRONG);
         rogue.add_external_function(|| 2, "two");
-        assert!(matches!(rogue.start().unwrap().wait(), Err(Error::Permission(_))));
+        assert!(matches!(
+            rogue.start().unwrap().wait(),
+            Err(Error::Permission(_))
+        ));
         worker.shutdown();
         running.shutdown();
     });
@@ -102,8 +114,18 @@ fn trace_logs_and_errors_never_contain_a_password() {
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     // The capture worked: it holds lines of each level, including the TRACE events that
     // print whole requests and READY messages (with the secrets redacted).
-    for expected in ["TRACE", "client request", "<redacted>", "INFO", "WARN", "worker joined"] {
-        assert!(logs.contains(expected), "no {expected:?} in the captured logs:\n{logs}");
+    for expected in [
+        "TRACE",
+        "client request",
+        "<redacted>",
+        "INFO",
+        "WARN",
+        "worker joined",
+    ] {
+        assert!(
+            logs.contains(expected),
+            "no {expected:?} in the captured logs:\n{logs}"
+        );
     }
     for secret in [PASSWORD, WRONG, WORKER_SECRET] {
         assert!(

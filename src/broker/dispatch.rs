@@ -133,6 +133,9 @@ pub(crate) struct Dispatcher {
     warmup_ended: bool,
     /// Wrong passwords per peer address.
     throttle: Throttle,
+    /// Worker messages dropped: malformed, or a reply to a request the worker was not
+    /// given.
+    dropped: u64,
 }
 
 fn passwords_match(given: &str, expected: &str) -> bool {
@@ -192,6 +195,7 @@ impl Dispatcher {
             draining: false,
             warmup_ended: false,
             throttle: Throttle::default(),
+            dropped: 0,
             warm_until: Some(now + settings.warmup).filter(|_| !settings.warmup.is_zero()),
             settings,
         }
@@ -200,6 +204,11 @@ impl Dispatcher {
     /// Number of registered workers.
     pub(crate) fn worker_count(&self) -> usize {
         self.workers.len()
+    }
+
+    /// Worker messages dropped so far (malformed, or replies nobody asked for).
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     #[cfg(test)]
@@ -349,7 +358,7 @@ impl Dispatcher {
         {
             let err = Error::Name(format!(
                 "no function named '{}' is registered",
-                req.function
+                protocol::excerpt(&req.function)
             ));
             return self.reply(envelope, id, Err(err), out);
         }
@@ -556,6 +565,7 @@ impl Dispatcher {
         let msg = match protocol::decode_worker_message(frames) {
             Ok(m) => m,
             Err(e) => {
+                self.dropped += 1;
                 tracing::warn!(error = %e, "dropping malformed worker message");
                 return;
             }
@@ -663,6 +673,7 @@ impl Dispatcher {
     ) {
         let owned = matches!(self.jobs.get(&key), Some(Job { state: State::Running(w), .. }) if w == worker_id);
         if !owned {
+            self.dropped += 1;
             tracing::debug!(key, "dropping reply for an unknown request");
             return;
         }
@@ -735,7 +746,7 @@ impl Dispatcher {
                     if let Some(rk) = &job.retry_key {
                         self.recent.forget(rk);
                     }
-                    let f = &job.call.function;
+                    let f = protocol::excerpt(&job.call.function);
                     let err = if ended_warmup {
                         Error::Name(format!("no function named '{f}' is registered"))
                     } else {

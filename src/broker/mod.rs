@@ -9,7 +9,7 @@ mod recent;
 mod throttle;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,10 @@ impl Options {
         Options {
             settings: Settings {
                 name,
-                worker_secret: env.worker_secret.clone().unwrap_or_else(|| password.clone()),
+                worker_secret: env
+                    .worker_secret
+                    .clone()
+                    .unwrap_or_else(|| password.clone()),
                 password,
                 timeout: env.timeout.unwrap_or(config::DEFAULT_TIMEOUT),
                 queue_limit: config::DEFAULT_QUEUE_LIMIT,
@@ -182,6 +185,7 @@ pub struct BrokerHandle {
     worker_endpoint: Option<String>,
     inproc_endpoint: String,
     workers: Arc<AtomicUsize>,
+    dropped: Arc<AtomicU64>,
     actor: Actor,
     /// The ZAP handler, when allow-lists are in force; stops after the broker.
     _zap: Option<Actor>,
@@ -213,6 +217,13 @@ impl BrokerHandle {
     /// How many workers are registered now.
     pub fn worker_count(&self) -> usize {
         self.workers.load(Ordering::Relaxed)
+    }
+
+    /// How many messages from workers were dropped: malformed ones, unknown commands,
+    /// replies to requests the worker was never given. (Malformed client requests are
+    /// answered with `ProtocolError` instead.)
+    pub fn dropped_messages(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Whether the broker thread has ended.
@@ -290,6 +301,8 @@ pub(crate) fn spawn(ctx: &zmq::Context, mut options: Options) -> Result<BrokerHa
     );
     let workers = Arc::new(AtomicUsize::new(0));
     let gauge = Arc::clone(&workers);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let dropped_gauge = Arc::clone(&dropped);
     let actor = Actor::spawn(ctx, "zmq-rpc-broker", move |control| {
         Loop {
             frontend,
@@ -298,6 +311,7 @@ pub(crate) fn spawn(ctx: &zmq::Context, mut options: Options) -> Result<BrokerHa
             dispatcher: Dispatcher::new(options.settings, Instant::now()),
             grace: options.grace,
             workers: gauge,
+            dropped: dropped_gauge,
         }
         .run();
         tracing::info!(server = %name, "broker stopped");
@@ -307,6 +321,7 @@ pub(crate) fn spawn(ctx: &zmq::Context, mut options: Options) -> Result<BrokerHa
         worker_endpoint,
         inproc_endpoint,
         workers,
+        dropped,
         actor,
         _zap: zap,
     })
@@ -361,6 +376,8 @@ struct Loop {
     grace: Duration,
     /// Registered workers, for the handle.
     workers: Arc<AtomicUsize>,
+    /// Dropped worker messages, for the handle.
+    dropped: Arc<AtomicU64>,
 }
 
 impl Loop {
@@ -432,6 +449,8 @@ impl Loop {
             self.carry_out(&mut out);
             self.workers
                 .store(self.dispatcher.worker_count(), Ordering::Relaxed);
+            self.dropped
+                .store(self.dispatcher.dropped(), Ordering::Relaxed);
         }
         self.dispatcher.shutdown(Instant::now(), &mut out);
         self.carry_out(&mut out);

@@ -58,7 +58,9 @@ impl Throttle {
         s.last = now;
         if s.failures > FREE_FAILURES {
             let doublings = (s.failures - FREE_FAILURES - 1).min(16);
-            let lockout = FIRST_LOCKOUT.saturating_mul(1 << doublings).min(MAX_LOCKOUT);
+            let lockout = FIRST_LOCKOUT
+                .saturating_mul(1 << doublings)
+                .min(MAX_LOCKOUT);
             s.locked_until = now + lockout;
             tracing::warn!(
                 peer,
@@ -94,7 +96,11 @@ mod tests {
         }
         t.failed("10.0.0.1", now);
         assert_eq!(t.locked("10.0.0.1", now), Some(FIRST_LOCKOUT));
-        assert_eq!(t.locked("10.0.0.2", now), None, "other addresses unaffected");
+        assert_eq!(
+            t.locked("10.0.0.2", now),
+            None,
+            "other addresses unaffected"
+        );
         let later = now + FIRST_LOCKOUT;
         assert_eq!(t.locked("10.0.0.1", later), None);
         t.failed("10.0.0.1", later);

@@ -208,11 +208,8 @@ impl Worker {
         }
         if let Some(key) = &self.curve_server_key {
             let own = self.curve_keypair.as_ref();
-            self.setup.tcp.curve = Curve::client_with_keys(
-                key,
-                own.map(|p| p.0.as_str()),
-                own.map(|p| p.1.as_str()),
-            )?;
+            self.setup.tcp.curve =
+                Curve::client_with_keys(key, own.map(|p| p.0.as_str()), own.map(|p| p.1.as_str()))?;
         }
         transport::require_safe_libzmq()?;
         spawn(&zmq::Context::new(), &self.endpoint, self.setup)
