@@ -69,6 +69,10 @@ mod signals;
 mod transport;
 mod worker;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use broker::{Broker, BrokerHandle};
 pub use client::{RemoteFunction, RpcClient};
 pub use error::{Error, Result};
