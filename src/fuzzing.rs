@@ -83,6 +83,22 @@ impl BrokerHarness {
         }
     }
 
+    /// The worker of the last request sent answers it (with `result` or an error), as a
+    /// well-behaved worker would: the fuzzer cannot guess the broker's request keys.
+    pub fn reply_to_last_delivery(&mut self, ok: bool) {
+        let Some((worker, Some(key))) = self.last_delivery.clone() else {
+            return;
+        };
+        let outcome = if ok {
+            Ok(serde_json::json!(key % 7))
+        } else {
+            Err(crate::Error::Runtime("fuzz".into()))
+        };
+        let frames =
+            protocol::encode_worker_message(&protocol::WorkerMessage::Reply { key, outcome });
+        self.worker_message(worker, &frames);
+    }
+
     /// Starts the shutdown: new requests are refused, running ones drain.
     pub fn drain(&mut self) {
         self.dispatcher.drain(&mut self.out);
@@ -99,7 +115,11 @@ impl BrokerHarness {
                         panic!("the broker sent an invalid reply ({e}): {reply:?}");
                     }
                 }
-                Action::ToWorker { worker, key, frames } => {
+                Action::ToWorker {
+                    worker,
+                    key,
+                    frames,
+                } => {
                     self.last_delivery = Some((worker, key));
                     if let Err(e) = protocol::decode_broker_message(&frames) {
                         panic!("the broker sent an invalid worker message ({e}): {frames:?}");

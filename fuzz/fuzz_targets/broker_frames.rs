@@ -34,7 +34,8 @@ impl Input<'_> {
         match self.byte().unwrap_or(0) {
             255 => {
                 let seed = self.byte().unwrap_or(0);
-                let function = ["add", "slow", "ping", "list_functions", "nope"][usize::from(seed % 5)];
+                let function =
+                    ["add", "slow", "ping", "list_functions", "nope"][usize::from(seed % 5)];
                 if worker {
                     serde_json::json!({
                         "password": if seed & 0x80 == 0 { PASSWORD } else { "wrong" },
@@ -69,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
     let mut broker = BrokerHarness::new();
     while let Some(op) = input.byte() {
-        match op % 8 {
+        match op % 10 {
             0 | 1 => {
                 // A client: identity (one of a few), then its frames.
                 let client = vec![b'c', input.byte().unwrap_or(0) % 4];
@@ -104,8 +105,11 @@ fuzz_target!(|data: &[u8]| {
                 let worker = vec![b'w', input.byte().unwrap_or(0) % 4];
                 broker.worker_message(worker, &input.frames(true));
             }
-            5 => broker.advance(Duration::from_millis(u64::from(input.byte().unwrap_or(0)) * 8)),
+            5 => broker.advance(Duration::from_millis(
+                u64::from(input.byte().unwrap_or(0)) * 8,
+            )),
             6 => broker.fail_last_delivery(),
+            7 | 8 => broker.reply_to_last_delivery(op % 10 == 7),
             _ => broker.drain(),
         }
     }

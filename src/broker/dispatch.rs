@@ -997,6 +997,47 @@ mod tests {
     }
 
     #[test]
+    fn repeated_wrong_passwords_lock_out_the_address_not_others() {
+        use crate::broker::throttle::{FIRST_LOCKOUT, FREE_FAILURES};
+        let now = Instant::now();
+        let mut d = dispatcher();
+        let mut out = Vec::new();
+        d.worker_message(b"A".to_vec(), &ready(&["add"], 1), now, &mut out);
+        let guess = |id: u64, password: &str| {
+            let body = json!({"id": id, "password": password, "function": "add"});
+            vec![b"c".to_vec(), Vec::new(), body.to_string().into_bytes()]
+        };
+        for id in 0..=u64::from(FREE_FAILURES) {
+            out.clear();
+            d.client_message_from(guess(id, "nope"), Some("10.0.0.9"), now, &mut out);
+            assert_eq!(
+                replies(&out)[0].outcome,
+                Err(Error::Permission("wrong password".into()))
+            );
+        }
+        // Locked: even the right password is refused without being checked.
+        out.clear();
+        d.client_message_from(guess(7, "geheim"), Some("10.0.0.9"), now, &mut out);
+        let locked = format!(
+            "too many wrong passwords from this address; try again in {} ms",
+            FIRST_LOCKOUT.as_millis()
+        );
+        assert_eq!(replies(&out)[0].outcome, Err(Error::Permission(locked)));
+        assert!(sent_to_workers(&out).is_empty());
+        // Another address is served meanwhile; the locked one after the lockout.
+        out.clear();
+        d.client_message_from(guess(8, "geheim"), Some("10.0.0.10"), now, &mut out);
+        assert_eq!(sent_to_workers(&out).len(), 1);
+        out.clear();
+        let later = now + FIRST_LOCKOUT;
+        d.client_message_from(guess(9, "geheim"), Some("10.0.0.9"), later, &mut out);
+        assert!(
+            replies(&out).is_empty(),
+            "accepted (queued behind the busy worker): {out:?}"
+        );
+    }
+
+    #[test]
     fn fast_call_goes_to_the_idle_worker_not_behind_the_slow_one() {
         let now = Instant::now();
         let mut d = dispatcher();
