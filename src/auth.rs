@@ -268,8 +268,7 @@ mod tests {
         assert_eq!(gate.clients.as_ref().unwrap().len(), 2);
         assert_eq!(gate.answer(&[b"1.0".to_vec()]), None);
         assert_eq!(
-            gate.answer(&request("x", "CURVE", b"")[..3].to_vec())
-                .unwrap()[2],
+            gate.answer(&request("x", "CURVE", b"")[..3]).unwrap()[2],
             b"500"
         );
         std::fs::remove_dir_all(&dir).unwrap();

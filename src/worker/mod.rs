@@ -496,7 +496,7 @@ impl SocketLoop {
     }
 
     fn is_refused(&self) -> bool {
-        self.refused.lock().map_or(false, |slot| slot.is_some())
+        self.refused.lock().is_ok_and(|slot| slot.is_some())
     }
 
     fn is_idle(&self) -> bool {
