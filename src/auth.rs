@@ -9,11 +9,20 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use crate::actor::Actor;
 use crate::error::Error;
 use crate::transport::{self, ZAP_DOMAIN_CLIENTS, ZAP_DOMAIN_WORKERS};
+
+/// Bumped on SIGHUP: every allow-list is read again at its next use.
+static RELOAD: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every allow-list of this process be read again at its next use.
+pub(crate) fn request_reload() {
+    RELOAD.fetch_add(1, Ordering::Relaxed);
+}
 
 /// The public keys one endpoint accepts, read from a file.
 #[derive(Debug)]
@@ -22,6 +31,8 @@ pub(crate) struct AllowList {
     keys: HashSet<[u8; 32]>,
     /// Modification time and size when last read.
     stamp: Option<(SystemTime, u64)>,
+    /// [`RELOAD`] when last read.
+    generation: u64,
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -71,20 +82,24 @@ impl AllowList {
             .map_err(|e| Error::Config(format!("allow-list {}: {e}", path.display())))?;
         Ok(AllowList {
             path: path.to_owned(),
+            generation: RELOAD.load(Ordering::Relaxed),
             keys,
             stamp: stamp(path),
         })
     }
 
-    /// Reads the file again if it changed since the last read. A file that has become
+    /// Reads the file again if it changed since the last read (or a reload was
+    /// requested, see [`request_reload`]). A file that has become
     /// unreadable or invalid keeps the last good list (and is logged), so a half-written
     /// edit never opens or closes the door by accident.
     pub(crate) fn refresh(&mut self) {
         let now = stamp(&self.path);
-        if now == self.stamp {
+        let generation = RELOAD.load(Ordering::Relaxed);
+        if now == self.stamp && generation == self.generation {
             return;
         }
         self.stamp = now;
+        self.generation = generation;
         match AllowList::load(&self.path) {
             Ok(fresh) => {
                 tracing::info!(file = %self.path.display(), keys = fresh.keys.len(), "allow-list reloaded");
@@ -221,6 +236,33 @@ mod tests {
         let err = parse_keys("ZMQ_RPC_CURVE_SECRET_KEY=abc").unwrap_err();
         assert!(err.contains("line 1") && !err.contains("abc"), "{err}");
         assert!(parse_keys("short").unwrap_err().contains("line 1"));
+    }
+
+    #[test]
+    fn a_reload_request_reads_an_edit_that_kept_size_and_mtime() {
+        let dir = std::env::temp_dir().join(format!("zmq-rpc-hup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keys");
+        let (a, _) = crate::generate_curve_keypair().unwrap();
+        let (b, _) = crate::generate_curve_keypair().unwrap();
+        std::fs::write(&file, &a).unwrap();
+        let mut list = AllowList::load(&file).unwrap();
+        let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+        std::fs::write(&file, &b).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let b_raw = zmq::z85_decode(&b).unwrap();
+        assert!(
+            !list.allows(&b_raw),
+            "the edit is invisible to change detection"
+        );
+        request_reload(); // what SIGHUP does
+        assert!(list.allows(&b_raw));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
