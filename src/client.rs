@@ -392,6 +392,7 @@ impl RpcClient {
     }
 
     fn connect(&self) -> Result<zmq::Socket, Error> {
+        transport::require_safe_libzmq()?;
         let mut tcp = self.tcp.clone();
         if let Some(key) = &self.curve_server_key {
             let own = self.curve_keypair.as_ref();
