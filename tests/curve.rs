@@ -58,6 +58,7 @@ fn refused_quickly<T: std::fmt::Debug>(
     let took = start.elapsed();
     match result {
         Err(Error::Permission(message)) => {
+            eprintln!("{what}: refused after {took:?}");
             assert!(took < REFUSAL_WITHIN, "{what}: refused only after {took:?}");
             message
         }

@@ -490,6 +490,9 @@ impl SocketLoop {
     /// for the handle; the loop then stops.
     fn refuse(&mut self, why: String) {
         tracing::error!(endpoint = %self.endpoint, reason = %why, "the broker refused this worker; stopping");
+        // Nothing queued for this broker will be taken: do not linger over it when the
+        // socket closes (a refused worker should stop at once).
+        let _ = self.dealer.set_linger(0);
         if let Ok(mut slot) = self.refused.lock() {
             slot.get_or_insert(Error::Permission(why));
         }
@@ -633,9 +636,11 @@ impl SocketLoop {
                 outcome: Err(Error::Unavailable("the worker is shutting down".into())),
             });
         }
-        self.send(&WorkerMessage::Disconnect {
-            reason: "worker shutting down".into(),
-        });
+        if !self.is_refused() {
+            self.send(&WorkerMessage::Disconnect {
+                reason: "worker shutting down".into(),
+            });
+        }
         let all_idle = self.idle.len() == self.senders.len();
         self.senders.clear(); // closes the channels: idle executors return
         if all_idle {
