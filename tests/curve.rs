@@ -105,6 +105,35 @@ fn rpc_server_encrypts_and_refuses_wrong_server_key_and_plain_tcp_at_once() {
 }
 
 #[test]
+fn a_wrong_password_over_curve_is_refused_at_once_and_never_runs_the_function() {
+    with_timeout(Duration::from_secs(30), || {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let keys = keygen();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&runs);
+        let mut server = RpcServer::new(PASSWORD, "secure")
+            .host("127.0.0.1")
+            .port(0)
+            .workers(1)
+            .curve_secret_key(&keys.secret);
+        server.add_external_function(move || counter.fetch_add(1, Ordering::SeqCst) + 1, "count");
+        let running = server.start().unwrap();
+        let client = |password: &str| {
+            RpcClient::new(password, "127.0.0.1", running.port())
+                .timeout(LONG)
+                .curve_server_key(keys.public.clone())
+        };
+        let why = refused_quickly("wrong password", || {
+            client("not-the-password").call::<usize>("count", ())
+        });
+        assert_eq!(why, "wrong password");
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "the function never ran");
+        assert_eq!(client(PASSWORD).call::<usize>("count", ()), Ok(1));
+    });
+}
+
+#[test]
 fn client_allow_list_refuses_unknown_keys_and_reloads_without_restart() {
     with_timeout(Duration::from_secs(30), || {
         let dir = TempDir::new();
