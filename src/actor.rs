@@ -59,6 +59,10 @@ impl Actor {
 
     /// Waits for the thread to end by itself.
     pub(crate) fn wait(&mut self) -> Result<(), Error> {
+        // Close our end of the pipe first: a thread that ends by itself drops the last
+        // context handle it holds, and terminating a context waits for every socket of
+        // it to close, this one included. Holding it while joining would deadlock.
+        self.control.take();
         match self.thread.take() {
             Some(t) => t
                 .join()

@@ -37,9 +37,13 @@ pub struct RpcClient {
     attempt_timeout: Option<Duration>,
     tcp: TcpOptions,
     curve_server_key: Option<String>,
+    /// This client's own CURVE key pair (public, secret), Z85.
+    curve_keypair: Option<(String, String)>,
     problem: Option<Error>,
     ctx: zmq::Context,
     socket: RefCell<Option<zmq::Socket>>,
+    /// Handshake events of `socket`: a refused handshake fails the call at once.
+    watch: RefCell<Option<transport::HandshakeWatch>>,
     next_id: Cell<u64>,
     /// Distinguishes this client's ids from an earlier client's replies on a reused port.
     id_prefix: String,
@@ -100,9 +104,16 @@ impl RpcClient {
 
     /// A client for any ZeroMQ endpoint (`tcp://`, `ipc://`).
     pub fn with_endpoint(password: impl Into<String>, endpoint: &str) -> RpcClient {
-        let (env, problem) = match Env::load() {
+        let (env, mut problem) = match Env::load() {
             Ok(env) => (env, None),
             Err(e) => (Env::default(), Some(e)),
+        };
+        let curve_keypair = match own_keypair_from_env(&env) {
+            Ok(pair) => pair,
+            Err(e) => {
+                problem = problem.or(Some(e));
+                None
+            }
         };
         RpcClient {
             endpoint: endpoint.to_owned(),
@@ -117,9 +128,11 @@ impl RpcClient {
                 curve: Curve::Off,
             },
             curve_server_key: env.curve_server_key,
+            curve_keypair,
             problem,
             ctx: zmq::Context::new(),
             socket: RefCell::new(None),
+            watch: RefCell::new(None),
             next_id: Cell::new(1),
             id_prefix: format!("{:016x}", fastrand::u64(..)),
             inflight: RefCell::new(HashMap::new()),
@@ -164,6 +177,19 @@ impl RpcClient {
     /// `ZMQ_RPC_CURVE_SERVER_KEY`, or plain TCP when that is unset.
     pub fn curve_server_key(mut self, public_z85: impl Into<String>) -> Self {
         self.curve_server_key = Some(public_z85.into());
+        *self.socket.get_mut() = None;
+        self
+    }
+
+    /// This client's own long-term CURVE key pair (Z85), for servers that admit only
+    /// listed keys. Defaults to `ZMQ_RPC_CURVE_PUBLIC_KEY` with
+    /// `ZMQ_RPC_CURVE_SECRET_KEY`, or a fresh pair per process.
+    pub fn curve_keypair(
+        mut self,
+        public_z85: impl Into<String>,
+        secret_z85: impl Into<String>,
+    ) -> Self {
+        self.curve_keypair = Some((public_z85.into(), secret_z85.into()));
         *self.socket.get_mut() = None;
         self
     }
@@ -303,11 +329,12 @@ impl RpcClient {
     }
 
     /// Receives one well-formed reply, waiting up to `wait`; `Ok(None)` on timeout.
-    fn receive(socket: &zmq::Socket, wait: Duration) -> Result<Option<Reply>, Error> {
+    /// A refusal at the CURVE handshake is `PermissionError`.
+    fn receive(&self, socket: &zmq::Socket, wait: Duration) -> Result<Option<Reply>, Error> {
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if socket.poll(zmq::POLLIN, left.as_millis() as i64)? == 0 {
+            if self.wait_readable(socket, left)?? == 0 {
                 return Ok(None);
             }
             let frames = socket.recv_multipart(0)?;
@@ -344,7 +371,12 @@ impl RpcClient {
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match Self::receive(socket, left) {
+            match self.receive(socket, left) {
+                Err(refused @ Error::Permission(_)) => {
+                    // Refused at the handshake: the next attempt needs a fresh socket.
+                    self.drop_socket(&mut slot);
+                    return Attempt::Failed(refused);
+                }
                 Ok(None) => {
                     // Drop the socket: a request still queued for an unreachable server
                     // must not be delivered later, nor late replies reach the next call.
@@ -452,11 +484,61 @@ impl RpcClient {
     }
 
     fn connect(&self) -> Result<zmq::Socket, Error> {
+        transport::require_safe_libzmq()?;
         let mut tcp = self.tcp.clone();
         if let Some(key) = &self.curve_server_key {
-            tcp.curve = Curve::client(key)?;
+            let own = self.curve_keypair.as_ref();
+            tcp.curve =
+                Curve::client_with_keys(key, own.map(|p| p.0.as_str()), own.map(|p| p.1.as_str()))?;
         }
-        transport::connect_client(&self.ctx, &self.endpoint, &tcp)
+        let (socket, watch) = transport::connect_client_watched(&self.ctx, &self.endpoint, &tcp)?;
+        *self.watch.borrow_mut() = watch;
+        Ok(socket)
+    }
+
+    /// Waits up to `wait` for `socket` to be readable, like `socket.poll`. `Err` when
+    /// the server refused the security handshake meanwhile (wrong or unlisted key, or
+    /// CURVE on one side only): no reply will ever come, so the call fails at once.
+    fn wait_readable(
+        &self,
+        socket: &zmq::Socket,
+        wait: Duration,
+    ) -> Result<zmq::Result<i32>, Error> {
+        let mut guard = self.watch.borrow_mut();
+        let Some(watch) = guard.as_mut() else {
+            return Ok(socket.poll(zmq::POLLIN, wait.as_millis() as i64));
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(why) = watch.refusal() {
+                *guard = None;
+                return Err(Error::Permission(why));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut items = [
+                socket.as_poll_item(zmq::POLLIN),
+                watch.socket().as_poll_item(zmq::POLLIN),
+            ];
+            match zmq::poll(&mut items, left.as_millis() as i64) {
+                Err(e) => return Ok(Err(e)),
+                Ok(_) if items[0].is_readable() => return Ok(Ok(1)),
+                Ok(_) if items[1].is_readable() => continue,
+                Ok(_) => return Ok(Ok(0)),
+            }
+        }
+    }
+}
+
+/// The client's own key pair from `ZMQ_RPC_CURVE_PUBLIC_KEY` and
+/// `ZMQ_RPC_CURVE_SECRET_KEY`. The secret alone is a server's setting (a shared `.env`)
+/// and is ignored here; the public key alone is a mistake.
+fn own_keypair_from_env(env: &Env) -> Result<Option<(String, String)>, Error> {
+    match (&env.curve_public_key, &env.curve_secret_key) {
+        (Some(p), Some(s)) => Ok(Some((p.clone(), s.clone()))),
+        (Some(_), None) => Err(Error::Config(
+            "ZMQ_RPC_CURVE_PUBLIC_KEY is set without ZMQ_RPC_CURVE_SECRET_KEY".into(),
+        )),
+        _ => Ok(None),
     }
 }
 
@@ -528,7 +610,7 @@ impl Pending<'_> {
                 }
             };
             let left = self.deadline.saturating_duration_since(Instant::now());
-            match RpcClient::receive(socket, left)? {
+            match client.receive(socket, left)? {
                 None => {
                     return Err(Error::Timeout(format!(
                         "no reply from {} within {} ms",

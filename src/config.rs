@@ -66,6 +66,15 @@ pub mod vars {
     pub const CURVE_SECRET_KEY: &str = "ZMQ_RPC_CURVE_SECRET_KEY";
     /// The server's CURVE public key (Z85): turns CURVE on for a client/worker.
     pub const CURVE_SERVER_KEY: &str = "ZMQ_RPC_CURVE_SERVER_KEY";
+    /// A client's or worker's own CURVE public key (Z85), with `ZMQ_RPC_CURVE_SECRET_KEY`
+    /// as its secret half; without it a client or worker makes a fresh pair per process.
+    pub const CURVE_PUBLIC_KEY: &str = "ZMQ_RPC_CURVE_PUBLIC_KEY";
+    /// File of client public keys (Z85, one per line) a CURVE server or broker accepts.
+    pub const CURVE_AUTHORIZED_KEYS: &str = "ZMQ_RPC_CURVE_AUTHORIZED_KEYS";
+    /// File of worker public keys (Z85, one per line) a CURVE broker accepts.
+    pub const CURVE_WORKER_AUTHORIZED_KEYS: &str = "ZMQ_RPC_CURVE_WORKER_AUTHORIZED_KEYS";
+    /// The secret worker processes present when they register. Defaults to the password.
+    pub const WORKER_SECRET: &str = "ZMQ_RPC_WORKER_SECRET";
 }
 
 /// Settings found in the environment (after loading `.env`); `None` where unset.
@@ -87,6 +96,14 @@ pub struct Env {
     pub curve_secret_key: Option<String>,
     /// `ZMQ_RPC_CURVE_SERVER_KEY`.
     pub curve_server_key: Option<String>,
+    /// `ZMQ_RPC_CURVE_PUBLIC_KEY`.
+    pub curve_public_key: Option<String>,
+    /// `ZMQ_RPC_CURVE_AUTHORIZED_KEYS`.
+    pub curve_authorized_keys: Option<std::path::PathBuf>,
+    /// `ZMQ_RPC_CURVE_WORKER_AUTHORIZED_KEYS`.
+    pub curve_worker_authorized_keys: Option<std::path::PathBuf>,
+    /// `ZMQ_RPC_WORKER_SECRET`.
+    pub worker_secret: Option<String>,
 }
 
 impl Env {
@@ -124,6 +141,10 @@ impl Env {
             worker_port: parse(vars::WORKER_PORT, get(vars::WORKER_PORT))?,
             curve_secret_key: get(vars::CURVE_SECRET_KEY),
             curve_server_key: get(vars::CURVE_SERVER_KEY),
+            curve_public_key: get(vars::CURVE_PUBLIC_KEY),
+            curve_authorized_keys: get(vars::CURVE_AUTHORIZED_KEYS).map(Into::into),
+            curve_worker_authorized_keys: get(vars::CURVE_WORKER_AUTHORIZED_KEYS).map(Into::into),
+            worker_secret: lookup(vars::WORKER_SECRET),
         })
     }
 }

@@ -43,6 +43,8 @@
 //! - `worker`: the worker socket thread, executor threads and typed function adapters.
 //! - `client`: [`RpcClient`] and [`remote_interface!`].
 //! - `server`: [`RpcServer`] = broker + local workers in one process.
+//! - `auth`: CURVE allow-lists and the ZAP handler that enforces them
+//!   (`docs/security.md`).
 //! - `config`: defaults, environment variables and `.env`.
 //! - `error`: [`Error`], whose kinds map 1:1 to the error types on the wire.
 //!
@@ -56,6 +58,7 @@
 extern crate libzmq_curve;
 
 mod actor;
+mod auth;
 mod broker;
 mod client;
 pub mod config;
@@ -65,6 +68,10 @@ mod server;
 mod signals;
 mod transport;
 mod worker;
+
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use broker::{Broker, BrokerHandle};
 pub use client::{Pending, RemoteFunction, RpcClient};

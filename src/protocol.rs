@@ -16,6 +16,9 @@ use crate::error::Error;
 
 /// The first frame of every worker-protocol message (after the ROUTER's identity).
 pub const WORKER_PROTOCOL: &[u8] = b"ZRPC-W1";
+/// The DISCONNECT reason with which a broker refuses a worker's secret. A worker that
+/// receives it stops instead of registering again: the same secret would fail again.
+pub const DISCONNECT_WRONG_SECRET: &str = "wrong password";
 
 /// Names of the built-in functions, answered by the broker itself. Workers may not
 /// register these names.
@@ -26,7 +29,7 @@ pub const BUILTIN_LIST: &str = "list_functions";
 pub const RESERVED_NAMES: &[&str] = &[BUILTIN_PING, BUILTIN_LIST];
 
 /// A client's call, as it travels from client to broker.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Request {
     /// The caller's correlation id, echoed in the reply; a JSON scalar or absent.
     pub id: Option<Value>,
@@ -90,7 +93,7 @@ pub struct FunctionInfo {
 }
 
 /// A worker's registration.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Ready {
     /// The shared secret; the broker refuses workers that do not know it.
     pub password: String,
@@ -153,6 +156,45 @@ const CMD_REPLY: &[u8] = b"REPLY";
 const CMD_HEARTBEAT: &[u8] = b"HEARTBEAT";
 const CMD_DRAIN: &[u8] = b"DRAIN";
 const CMD_DISCONNECT: &[u8] = b"DISCONNECT";
+
+/// Longest piece of caller-supplied text (a function name, a keyword, a value in a
+/// conversion error) that an error message repeats.
+pub(crate) const EXCERPT_CHARS: usize = 100;
+
+/// `text`, cut to [`EXCERPT_CHARS`] characters with `...` when longer: error messages
+/// name what was wrong without echoing megabytes back to the sender.
+pub(crate) fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+// Debug by hand: a password must never reach a log line, whatever the level.
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("id", &self.id)
+            .field("password", &"<redacted>")
+            .field("function", &self.function)
+            .field("args", &self.args)
+            .field("kwargs", &self.kwargs)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ready")
+            .field("password", &"<redacted>")
+            .field("name", &self.name)
+            .field("capacity", &self.capacity)
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("functions", &self.functions)
+            .finish()
+    }
+}
 
 fn protocol_error(msg: impl Into<String>) -> Error {
     Error::Protocol(msg.into())
@@ -653,6 +695,15 @@ mod tests {
 
     fn decode_err(frame: &[u8]) -> BadRequest {
         decode_request(frame).expect_err("should be refused")
+    }
+
+    #[test]
+    fn excerpts_are_bounded_and_cut_on_char_boundaries() {
+        assert_eq!(excerpt("short"), "short");
+        let long = "ä".repeat(1000);
+        let cut = excerpt(&long);
+        assert_eq!(cut.chars().count(), EXCERPT_CHARS + 3);
+        assert!(cut.ends_with("..."));
     }
 
     #[test]

@@ -72,6 +72,18 @@ impl RpcServer {
         /// Encrypts the TCP endpoints with CURVE, given the server's secret key (Z85).
         /// Defaults to `ZMQ_RPC_CURVE_SECRET_KEY`, or plain TCP when that is unset.
         curve_secret_key: &str => |o, v| o.curve_secret_key = Some(v.to_owned());
+        /// Admits only clients whose CURVE public key is in this file (Z85, one per
+        /// line), checked in the handshake; the file is read again when it changes.
+        /// Needs [`RpcServer::curve_secret_key`]. Defaults to
+        /// `ZMQ_RPC_CURVE_AUTHORIZED_KEYS`, or any client key.
+        curve_authorized_keys: impl Into<std::path::PathBuf> => |o, v| o.curve_authorized_keys = Some(v.into());
+        /// Admits only worker processes whose CURVE public key is in this file (as
+        /// [`RpcServer::curve_authorized_keys`]). Defaults to
+        /// `ZMQ_RPC_CURVE_WORKER_AUTHORIZED_KEYS`, or any worker key.
+        curve_worker_authorized_keys: impl Into<std::path::PathBuf> => |o, v| o.curve_worker_authorized_keys = Some(v.into());
+        /// The secret worker processes must present when they register. Defaults to
+        /// `ZMQ_RPC_WORKER_SECRET`, or the password.
+        worker_secret: &str => |o, v| o.settings.worker_secret = v.to_owned();
         /// How long requests are remembered so that a retry never runs a call twice
         /// (zero turns this off). Defaults to 60 s.
         retry_window: Duration => |o, v| o.settings.retry_window = v;
@@ -128,6 +140,7 @@ impl RpcServer {
         let ctx = zmq::Context::new();
         let broker = broker::spawn(&ctx, self.options.clone())?;
         let mut setup = self.setup;
+        setup.password = self.options.settings.worker_secret.clone();
         setup.threads = self.workers;
         setup.name = format!("{}-local", self.options.settings.name);
 
@@ -187,6 +200,14 @@ impl ServerHandle {
     /// The bound TCP port for worker processes, if one was asked for.
     pub fn worker_port(&self) -> Option<u16> {
         self.broker.as_ref().and_then(BrokerHandle::worker_port)
+    }
+
+    /// How many messages from workers the broker dropped (see
+    /// [`BrokerHandle::dropped_messages`]).
+    pub fn dropped_messages(&self) -> u64 {
+        self.broker
+            .as_ref()
+            .map_or(0, BrokerHandle::dropped_messages)
     }
 
     /// Whether the server has stopped by itself (its broker thread ended).

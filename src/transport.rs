@@ -33,11 +33,13 @@ pub(crate) enum Curve {
         /// 32-byte secret key.
         secret: [u8; 32],
     },
-    /// Connect side (client, worker): the server's public key; a fresh key pair is
-    /// made per socket.
+    /// Connect side (client, worker): the server's public key, and this side's own
+    /// long-term key pair if one was configured (else a fresh pair per socket).
     Client {
         /// 32-byte public key of the server.
         server_public: [u8; 32],
+        /// (public, secret), 32 bytes each.
+        own: Option<([u8; 32], [u8; 32])>,
     },
 }
 
@@ -60,12 +62,78 @@ impl Curve {
         })
     }
 
-    /// A client role from the server's Z85 public key.
-    pub(crate) fn client(server_public_z85: &str) -> Result<Curve, Error> {
+    /// A client role from the server's Z85 public key and, optionally, this side's own
+    /// Z85 key pair (both halves or neither: half a pair is a configuration error).
+    pub(crate) fn client_with_keys(
+        server_public_z85: &str,
+        own_public_z85: Option<&str>,
+        own_secret_z85: Option<&str>,
+    ) -> Result<Curve, Error> {
+        let own = match (own_public_z85, own_secret_z85) {
+            (Some(p), Some(s)) => Some((
+                decode_key(p, "CURVE public key")?,
+                decode_key(s, "CURVE secret key")?,
+            )),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Config(
+                    "a client or worker key pair needs both ZMQ_RPC_CURVE_PUBLIC_KEY and \
+                     ZMQ_RPC_CURVE_SECRET_KEY"
+                        .into(),
+                ))
+            }
+        };
         Ok(Curve::Client {
             server_public: decode_key(server_public_z85, "CURVE server key")?,
+            own,
         })
     }
+
+    /// Whether this encrypts.
+    pub(crate) fn is_on(&self) -> bool {
+        !matches!(self, Curve::Off)
+    }
+}
+
+/// ZAP domain of the client-facing endpoint: the ZAP handler applies the client
+/// allow-list to handshakes in this domain.
+pub(crate) const ZAP_DOMAIN_CLIENTS: &str = "zmq-rpc-clients";
+/// ZAP domain of the worker-facing endpoint (the worker allow-list).
+pub(crate) const ZAP_DOMAIN_WORKERS: &str = "zmq-rpc-workers";
+/// Where libzmq sends ZAP requests (fixed by RFC 27/ZAP).
+const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
+
+/// Oldest libzmq accepted: 4.3.2 fixes CVE-2019-13132 (a remote stack overflow in the
+/// CURVE handshake of earlier versions).
+pub(crate) const MIN_LIBZMQ: (i32, i32, i32) = (4, 3, 2);
+
+/// Fails when the linked libzmq is older than [`MIN_LIBZMQ`].
+pub(crate) fn check_libzmq_version(found: (i32, i32, i32)) -> Result<(), Error> {
+    if found >= MIN_LIBZMQ {
+        Ok(())
+    } else {
+        let (a, b, c) = found;
+        let (x, y, z) = MIN_LIBZMQ;
+        Err(Error::Config(format!(
+            "libzmq {a}.{b}.{c} is too old: {x}.{y}.{z} or later is required (CVE-2019-13132)"
+        )))
+    }
+}
+
+/// [`check_libzmq_version`] for the libzmq this process links.
+pub(crate) fn require_safe_libzmq() -> Result<(), Error> {
+    check_libzmq_version(zmq::version())
+}
+
+/// Whether a bind host reaches only this machine.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    if h.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    h.parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
 }
 
 /// Options shared by the TCP endpoints of one server, broker, worker or client.
@@ -80,7 +148,7 @@ pub fn curve_available() -> bool {
     zmq::has("curve") == Some(true)
 }
 
-fn decode_key(z85: &str, what: &str) -> Result<[u8; 32], Error> {
+pub(crate) fn decode_key(z85: &str, what: &str) -> Result<[u8; 32], Error> {
     let bytes = zmq::z85_decode(z85.trim())
         .map_err(|_| Error::Config(format!("{what} is not valid Z85")))?;
     <[u8; 32]>::try_from(bytes.as_slice())
@@ -123,15 +191,29 @@ fn apply_tcp(socket: &zmq::Socket, opts: &TcpOptions) -> Result<(), Error> {
             socket.set_curve_server(true)?;
             socket.set_curve_secretkey(secret)?;
         }
-        Curve::Client { server_public } => {
+        Curve::Client { server_public, own } => {
             require_curve()?;
-            let mine = zmq::CurveKeyPair::new()?;
+            let (public, secret) = match own {
+                Some(pair) => *pair,
+                None => process_keypair()?,
+            };
             socket.set_curve_serverkey(server_public)?;
-            socket.set_curve_publickey(&mine.public_key)?;
-            socket.set_curve_secretkey(&mine.secret_key)?;
+            socket.set_curve_publickey(&public)?;
+            socket.set_curve_secretkey(&secret)?;
         }
     }
     Ok(())
+}
+
+/// The key pair of a client or worker that was given none: made once per process.
+fn process_keypair() -> Result<([u8; 32], [u8; 32]), Error> {
+    static PAIR: std::sync::OnceLock<Option<([u8; 32], [u8; 32])>> = std::sync::OnceLock::new();
+    PAIR.get_or_init(|| {
+        zmq::CurveKeyPair::new()
+            .ok()
+            .map(|p| (p.public_key, p.secret_key))
+    })
+    .ok_or_else(|| Error::Config("cannot make a CURVE key pair".into()))
 }
 
 fn bind(socket: &zmq::Socket, endpoint: &str) -> Result<String, Error> {
@@ -183,6 +265,9 @@ pub(crate) fn bind_frontend(
     socket.set_router_mandatory(true)?;
     socket.set_sndhwm(BROKER_HWM)?;
     socket.set_rcvhwm(BROKER_HWM)?;
+    if opts.curve.is_on() {
+        socket.set_zap_domain(ZAP_DOMAIN_CLIENTS)?;
+    }
     apply_tcp(&socket, opts)?;
     let bound = bind(&socket, endpoint)?;
     Ok((socket, bound))
@@ -204,6 +289,9 @@ pub(crate) fn bind_backend(
     socket.set_router_mandatory(true)?;
     socket.set_sndhwm(BROKER_HWM)?;
     socket.set_rcvhwm(BROKER_HWM)?;
+    if opts.curve.is_on() && tcp.is_some() {
+        socket.set_zap_domain(ZAP_DOMAIN_WORKERS)?;
+    }
     bind(&socket, inproc)?;
     let bound = match tcp {
         Some(endpoint) => {
@@ -215,8 +303,7 @@ pub(crate) fn bind_backend(
     Ok((socket, bound))
 }
 
-/// A worker's DEALER to the broker. `tcp` options apply only to `tcp://` endpoints.
-pub(crate) fn connect_worker(
+fn worker_socket(
     ctx: &zmq::Context,
     endpoint: &str,
     opts: &TcpOptions,
@@ -228,17 +315,23 @@ pub(crate) fn connect_worker(
     if endpoint.starts_with("tcp://") {
         apply_tcp(&socket, opts)?;
     }
-    connect(&socket, endpoint)?;
     Ok(socket)
 }
 
 /// A client's DEALER to the broker. A DEALER rather than a REQ so that a timed-out call
 /// does not wedge the socket: late replies are recognised by id and dropped.
+#[allow(dead_code)] // the client uses the watched variant; kept for callers without one
 pub(crate) fn connect_client(
     ctx: &zmq::Context,
     endpoint: &str,
     opts: &TcpOptions,
 ) -> Result<zmq::Socket, Error> {
+    let socket = client_socket(ctx, opts)?;
+    connect(&socket, endpoint)?;
+    Ok(socket)
+}
+
+fn client_socket(ctx: &zmq::Context, opts: &TcpOptions) -> Result<zmq::Socket, Error> {
     let socket = ctx.socket(zmq::DEALER)?;
     socket.set_linger(millis(CLIENT_LINGER))?;
     socket.set_reconnect_ivl(millis(RECONNECT_IVL))?;
@@ -246,8 +339,150 @@ pub(crate) fn connect_client(
     // IMMEDIATE stays off: a client made before its server is up must still reach it
     // once it comes up; a call that waits too long times out and drops the socket.
     apply_tcp(&socket, opts)?;
-    connect(&socket, endpoint)?;
     Ok(socket)
+}
+
+/// A worker's DEALER to the broker, with a [`HandshakeWatch`] on `tcp://` endpoints
+/// (where the TCP options apply).
+pub(crate) fn connect_worker_watched(
+    ctx: &zmq::Context,
+    endpoint: &str,
+    opts: &TcpOptions,
+) -> Result<(zmq::Socket, Option<HandshakeWatch>), Error> {
+    let socket = worker_socket(ctx, endpoint, opts)?;
+    watch_and_connect(ctx, socket, endpoint, opts)
+}
+
+/// [`connect_client`], with a [`HandshakeWatch`] on `tcp://` endpoints.
+pub(crate) fn connect_client_watched(
+    ctx: &zmq::Context,
+    endpoint: &str,
+    opts: &TcpOptions,
+) -> Result<(zmq::Socket, Option<HandshakeWatch>), Error> {
+    let socket = client_socket(ctx, opts)?;
+    watch_and_connect(ctx, socket, endpoint, opts)
+}
+
+fn watch_and_connect(
+    ctx: &zmq::Context,
+    socket: zmq::Socket,
+    endpoint: &str,
+    opts: &TcpOptions,
+) -> Result<(zmq::Socket, Option<HandshakeWatch>), Error> {
+    // The watch must be in place before the connect, or the first handshake goes unseen.
+    let watch = if endpoint.starts_with("tcp://") {
+        Some(HandshakeWatch::new(ctx, &socket, opts.curve.is_on())?)
+    } else {
+        None
+    };
+    connect(&socket, endpoint)?;
+    Ok((socket, watch))
+}
+
+/// The REP socket of a ZAP handler (RFC 27), bound where libzmq looks for it in `ctx`.
+/// Bind it before any CURVE socket of `ctx` binds, so no handshake slips past it.
+pub(crate) fn bind_zap(ctx: &zmq::Context) -> Result<zmq::Socket, Error> {
+    let s = ctx.socket(zmq::REP)?;
+    s.set_linger(0)?;
+    s.bind(ZAP_ENDPOINT).map_err(|e| {
+        Error::Config(format!(
+            "cannot start the CURVE allow-list handler ({ZAP_ENDPOINT}: {e}); \
+             is another one running in this context?"
+        ))
+    })?;
+    Ok(s)
+}
+
+/// Watches the handshakes of one connecting socket, so that a server's refusal becomes
+/// an error at once instead of a silent wait for a reply that never comes.
+///
+/// libzmq reports handshake outcomes as socket monitor events on an `inproc` PAIR.
+pub(crate) struct HandshakeWatch {
+    events: zmq::Socket,
+    curve: bool,
+    /// Disconnects in a row without a completed handshake (CURVE only).
+    unfinished: u32,
+}
+
+/// Disconnects during the CURVE handshake, in a row, that count as a refusal: a CURVE
+/// server that cannot decrypt our HELLO (we have the wrong server key) closes the
+/// connection without an ERROR command; two in a row rule out a one-off network drop.
+const UNFINISHED_HANDSHAKES: u32 = 2;
+
+impl HandshakeWatch {
+    /// Starts watching `socket` (before it connects).
+    pub(crate) fn new(
+        ctx: &zmq::Context,
+        socket: &zmq::Socket,
+        curve: bool,
+    ) -> Result<HandshakeWatch, Error> {
+        let name = unique_inproc("monitor");
+        let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
+            | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
+            | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32
+            | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32
+            | zmq::SocketEvent::DISCONNECTED as i32;
+        socket.monitor(&name, events)?;
+        let pair = ctx.socket(zmq::PAIR)?;
+        pair.set_linger(0)?;
+        pair.connect(&name)?;
+        Ok(HandshakeWatch {
+            events: pair,
+            curve,
+            unfinished: 0,
+        })
+    }
+
+    /// The socket to poll for events.
+    pub(crate) fn socket(&self) -> &zmq::Socket {
+        &self.events
+    }
+
+    /// Reads the pending events; `Some(why)` when the server refused us.
+    pub(crate) fn refusal(&mut self) -> Option<String> {
+        while let Ok(frames) = self.events.recv_multipart(zmq::DONTWAIT) {
+            let Some(head) = frames.first().filter(|f| f.len() >= 6) else {
+                continue;
+            };
+            let event = u16::from_le_bytes([head[0], head[1]]);
+            let value = u32::from_le_bytes([head[2], head[3], head[4], head[5]]);
+            if let Some(why) = self.classify(event, value) {
+                return Some(why);
+            }
+        }
+        None
+    }
+
+    fn classify(&mut self, event: u16, value: u32) -> Option<String> {
+        use zmq::SocketEvent as E;
+        match zmq::SocketEvent::from_raw(event) {
+            E::HANDSHAKE_SUCCEEDED => {
+                self.unfinished = 0;
+                None
+            }
+            E::HANDSHAKE_FAILED_AUTH => Some(format!(
+                "the server refused this client's key (ZAP status {value})"
+            )),
+            E::HANDSHAKE_FAILED_PROTOCOL | E::HANDSHAKE_FAILED_NO_DETAIL => Some(
+                if self.curve {
+                    "the CURVE handshake failed: wrong server key, or the server does not use CURVE"
+                } else {
+                    "the security handshake failed: the server requires CURVE \
+                     (set ZMQ_RPC_CURVE_SERVER_KEY)"
+                }
+                .into(),
+            ),
+            E::DISCONNECTED if self.curve => {
+                self.unfinished += 1;
+                (self.unfinished >= UNFINISHED_HANDSHAKES).then(|| {
+                    "the server closed the connection during the CURVE handshake \
+                     (is ZMQ_RPC_CURVE_SERVER_KEY the server's public key?)"
+                        .into()
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A unique `inproc://` name in this process.
@@ -300,7 +535,28 @@ mod tests {
         let (public, secret) = generate_curve_keypair().unwrap();
         assert_eq!((public.len(), secret.len()), (40, 40));
         assert!(Curve::server(&secret).is_ok());
-        assert!(Curve::client("too short").is_err());
+        assert!(Curve::client_with_keys("too short", None, None).is_err());
+        assert!(Curve::client_with_keys(&public, Some(&public), None).is_err());
+        assert!(Curve::client_with_keys(&public, Some(&public), Some(&secret)).is_ok());
+    }
+
+    #[test]
+    fn libzmq_older_than_4_3_2_is_refused() {
+        assert!(check_libzmq_version((4, 3, 1)).is_err());
+        assert!(check_libzmq_version((4, 2, 9)).is_err());
+        assert!(check_libzmq_version((4, 3, 2)).is_ok());
+        assert!(check_libzmq_version((5, 0, 0)).is_ok());
+        assert!(require_safe_libzmq().is_ok(), "{:?}", zmq::version());
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for h in ["localhost", "127.0.0.1", "127.1.2.3", "::1", "[::1]"] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in ["*", "0.0.0.0", "10.0.0.1", "example.org", "::"] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::recent::{Recent, RetryKey, Seen};
+use super::throttle::Throttle;
 use crate::error::Error;
 use crate::protocol::{
     self, BrokerMessage, Call, FunctionInfo, Ready, Reply, Request, WorkerMessage,
@@ -46,8 +47,10 @@ pub(crate) enum Action {
 pub(crate) struct Settings {
     /// Returned by `ping`.
     pub name: String,
-    /// The shared secret clients and workers must present.
+    /// The shared secret clients must present.
     pub password: String,
+    /// The secret workers must present in READY (by default the password).
+    pub worker_secret: String,
     /// The longest a call may take, whatever the client asks.
     pub timeout: Duration,
     /// Queued requests before new ones are refused with `OverloadError`.
@@ -128,6 +131,11 @@ pub(crate) struct Dispatcher {
     warm_until: Option<Instant>,
     /// The warm-up has just ended: what no worker serves now was never registered.
     warmup_ended: bool,
+    /// Wrong passwords per peer address.
+    throttle: Throttle,
+    /// Worker messages dropped: malformed, or a reply to a request the worker was not
+    /// given.
+    dropped: u64,
 }
 
 fn passwords_match(given: &str, expected: &str) -> bool {
@@ -191,6 +199,8 @@ impl Dispatcher {
             dispatch_seq: 0,
             draining: false,
             warmup_ended: false,
+            throttle: Throttle::default(),
+            dropped: 0,
             warm_until: Some(now + settings.warmup).filter(|_| !settings.warmup.is_zero()),
             settings,
         }
@@ -199,6 +209,11 @@ impl Dispatcher {
     /// Number of registered workers.
     pub(crate) fn worker_count(&self) -> usize {
         self.workers.len()
+    }
+
+    /// Worker messages dropped so far (malformed, or replies nobody asked for).
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     #[cfg(test)]
@@ -227,9 +242,22 @@ impl Dispatcher {
     }
 
     /// A message from a client: all its frames as the frontend ROUTER received them.
+    #[allow(dead_code)] // the socket loop knows the peer; tests and fuzzing do not
     pub(crate) fn client_message(
         &mut self,
         frames: Vec<Vec<u8>>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        self.client_message_from(frames, None, now, out);
+    }
+
+    /// [`Dispatcher::client_message`] from the peer address `peer` (when the transport
+    /// knows it), which repeated wrong passwords lock out for a while.
+    pub(crate) fn client_message_from(
+        &mut self,
+        frames: Vec<Vec<u8>>,
+        peer: Option<&str>,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -251,14 +279,36 @@ impl Dispatcher {
             Ok(req) => req,
             Err(bad) => return self.reply(envelope, bad.id, Err(bad.error), out),
         };
-        self.request(envelope, req, now, out);
+        self.request(envelope, req, peer, now, out);
     }
 
-    fn request(&mut self, envelope: Envelope, req: Request, now: Instant, out: &mut Vec<Action>) {
+    fn request(
+        &mut self,
+        envelope: Envelope,
+        req: Request,
+        peer: Option<&str>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        // `Request`'s Debug redacts the password.
+        tracing::trace!(request = ?req, peer, "client request");
         let id = req.id.clone().unwrap_or(Value::Null);
+        if let Some(left) = peer.and_then(|p| self.throttle.locked(p, now)) {
+            let err = Error::Permission(format!(
+                "too many wrong passwords from this address; try again in {} ms",
+                left.as_millis().max(1)
+            ));
+            return self.reply(envelope, id, Err(err), out);
+        }
         if !passwords_match(&req.password, &self.settings.password) {
+            if let Some(p) = peer {
+                self.throttle.failed(p, now);
+            }
             let err = Error::Permission("wrong password".into());
             return self.reply(envelope, id, Err(err), out);
+        }
+        if let Some(p) = peer {
+            self.throttle.succeeded(p);
         }
         match req.function.as_str() {
             protocol::BUILTIN_PING => {
@@ -313,7 +363,7 @@ impl Dispatcher {
         {
             let err = Error::Name(format!(
                 "no function named '{}' is registered",
-                req.function
+                protocol::excerpt(&req.function)
             ));
             return self.reply(envelope, id, Err(err), out);
         }
@@ -518,6 +568,7 @@ impl Dispatcher {
         let msg = match protocol::decode_worker_message(frames) {
             Ok(m) => m,
             Err(e) => {
+                self.dropped += 1;
                 tracing::warn!(error = %e, "dropping malformed worker message");
                 return;
             }
@@ -568,9 +619,11 @@ impl Dispatcher {
     }
 
     fn register(&mut self, id: WorkerId, ready: Ready, now: Instant, out: &mut Vec<Action>) {
-        if !passwords_match(&ready.password, &self.settings.password) {
+        // `Ready`'s Debug redacts the secret.
+        tracing::trace!(ready = ?ready, "worker registering");
+        if !passwords_match(&ready.password, &self.settings.worker_secret) {
             tracing::warn!(worker = %ready.name, "refusing worker: wrong password");
-            return self.disconnect(id, "wrong password", out);
+            return self.disconnect(id, protocol::DISCONNECT_WRONG_SECRET, out);
         }
         if let Some(f) = ready
             .functions
@@ -623,6 +676,7 @@ impl Dispatcher {
     ) {
         let owned = matches!(self.jobs.get(&key), Some(Job { state: State::Running(w), .. }) if w == worker_id);
         if !owned {
+            self.dropped += 1;
             tracing::debug!(key, "dropping reply for an unknown request");
             return;
         }
@@ -695,7 +749,7 @@ impl Dispatcher {
                     if let Some(rk) = &job.retry_key {
                         self.recent.forget(rk);
                     }
-                    let f = &job.call.function;
+                    let f = protocol::excerpt(&job.call.function);
                     let err = if ended_warmup {
                         Error::Name(format!("no function named '{f}' is registered"))
                     } else {
@@ -879,6 +933,7 @@ mod tests {
         Settings {
             name: "Rechner1".into(),
             password: "geheim".into(),
+            worker_secret: "geheim".into(),
             timeout: Duration::from_secs(5),
             queue_limit: 2,
 
@@ -942,6 +997,47 @@ mod tests {
             key,
             outcome: Ok(value),
         })
+    }
+
+    #[test]
+    fn repeated_wrong_passwords_lock_out_the_address_not_others() {
+        use crate::broker::throttle::{FIRST_LOCKOUT, FREE_FAILURES};
+        let now = Instant::now();
+        let mut d = dispatcher();
+        let mut out = Vec::new();
+        d.worker_message(b"A".to_vec(), &ready(&["add"], 1), now, &mut out);
+        let guess = |id: u64, password: &str| {
+            let body = json!({"id": id, "password": password, "function": "add"});
+            vec![b"c".to_vec(), Vec::new(), body.to_string().into_bytes()]
+        };
+        for id in 0..=u64::from(FREE_FAILURES) {
+            out.clear();
+            d.client_message_from(guess(id, "nope"), Some("10.0.0.9"), now, &mut out);
+            assert_eq!(
+                replies(&out)[0].outcome,
+                Err(Error::Permission("wrong password".into()))
+            );
+        }
+        // Locked: even the right password is refused without being checked.
+        out.clear();
+        d.client_message_from(guess(7, "geheim"), Some("10.0.0.9"), now, &mut out);
+        let locked = format!(
+            "too many wrong passwords from this address; try again in {} ms",
+            FIRST_LOCKOUT.as_millis()
+        );
+        assert_eq!(replies(&out)[0].outcome, Err(Error::Permission(locked)));
+        assert!(sent_to_workers(&out).is_empty());
+        // Another address is served meanwhile; the locked one after the lockout.
+        out.clear();
+        d.client_message_from(guess(8, "geheim"), Some("10.0.0.10"), now, &mut out);
+        assert_eq!(sent_to_workers(&out).len(), 1);
+        out.clear();
+        let later = now + FIRST_LOCKOUT;
+        d.client_message_from(guess(9, "geheim"), Some("10.0.0.9"), later, &mut out);
+        assert!(
+            replies(&out).is_empty(),
+            "accepted (queued behind the busy worker): {out:?}"
+        );
     }
 
     #[test]

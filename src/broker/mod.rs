@@ -6,14 +6,17 @@
 
 pub(crate) mod dispatch;
 mod recent;
+mod throttle;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dispatch::{Action, Dispatcher, Settings};
 
 use crate::actor::Actor;
+use crate::auth;
 use crate::config::{self, Env};
 use crate::error::Error;
 use crate::transport::{self, Curve, TcpOptions};
@@ -45,6 +48,8 @@ pub(crate) struct Options {
     pub(crate) worker_port: Option<u16>,
     pub(crate) tcp: TcpOptions,
     pub(crate) curve_secret_key: Option<String>,
+    pub(crate) curve_authorized_keys: Option<PathBuf>,
+    pub(crate) curve_worker_authorized_keys: Option<PathBuf>,
     pub(crate) grace: Duration,
 }
 
@@ -54,6 +59,10 @@ impl Options {
         Options {
             settings: Settings {
                 name,
+                worker_secret: env
+                    .worker_secret
+                    .clone()
+                    .unwrap_or_else(|| password.clone()),
                 password,
                 timeout: env.timeout.unwrap_or(config::DEFAULT_TIMEOUT),
                 queue_limit: config::DEFAULT_QUEUE_LIMIT,
@@ -76,6 +85,8 @@ impl Options {
                 curve: Curve::Off,
             },
             curve_secret_key: env.curve_secret_key.clone(),
+            curve_authorized_keys: env.curve_authorized_keys.clone(),
+            curve_worker_authorized_keys: env.curve_worker_authorized_keys.clone(),
         }
     }
 }
@@ -132,6 +143,18 @@ impl Broker {
         /// Encrypts both endpoints with CURVE, given this broker's secret key (Z85).
         /// Defaults to `ZMQ_RPC_CURVE_SECRET_KEY`, or plain TCP when that is unset.
         curve_secret_key: &str => |o, v| o.curve_secret_key = Some(v.to_owned());
+        /// Admits only clients whose CURVE public key is in this file (Z85, one per
+        /// line), checked in the handshake; the file is read again when it changes.
+        /// Needs [`Broker::curve_secret_key`]. Defaults to `ZMQ_RPC_CURVE_AUTHORIZED_KEYS`,
+        /// or any client key.
+        curve_authorized_keys: impl Into<PathBuf> => |o, v| o.curve_authorized_keys = Some(v.into());
+        /// Admits only worker processes whose CURVE public key is in this file (as
+        /// [`Broker::curve_authorized_keys`]). Defaults to
+        /// `ZMQ_RPC_CURVE_WORKER_AUTHORIZED_KEYS`, or any worker key.
+        curve_worker_authorized_keys: impl Into<PathBuf> => |o, v| o.curve_worker_authorized_keys = Some(v.into());
+        /// The secret worker processes must present when they register (in READY).
+        /// Defaults to `ZMQ_RPC_WORKER_SECRET`, or the password.
+        worker_secret: &str => |o, v| o.settings.worker_secret = v.to_owned();
         /// How long requests are remembered so that a retry never runs a call twice
         /// (zero turns this off). Defaults to 60 s.
         retry_window: Duration => |o, v| o.settings.retry_window = v;
@@ -162,7 +185,10 @@ pub struct BrokerHandle {
     worker_endpoint: Option<String>,
     inproc_endpoint: String,
     workers: Arc<AtomicUsize>,
+    dropped: Arc<AtomicU64>,
     actor: Actor,
+    /// The ZAP handler, when allow-lists are in force; stops after the broker.
+    _zap: Option<Actor>,
 }
 
 impl BrokerHandle {
@@ -191,6 +217,13 @@ impl BrokerHandle {
     /// How many workers are registered now.
     pub fn worker_count(&self) -> usize {
         self.workers.load(Ordering::Relaxed)
+    }
+
+    /// How many messages from workers were dropped: malformed ones, unknown commands,
+    /// replies to requests the worker was never given. (Malformed client requests are
+    /// answered with `ProtocolError` instead.)
+    pub fn dropped_messages(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Whether the broker thread has ended.
@@ -238,8 +271,17 @@ pub(crate) fn spawn(ctx: &zmq::Context, mut options: Options) -> Result<BrokerHa
     if s.heartbeat_liveness == 0 {
         return Err(Error::Config("heartbeat liveness must be positive".into()));
     }
+    transport::require_safe_libzmq()?;
     if let Some(key) = &options.curve_secret_key {
         options.tcp.curve = Curve::server(key)?;
+    }
+    let zap = start_allow_lists(ctx, &options)?;
+    if !options.tcp.curve.is_on() && !transport::is_loopback_host(&options.host) {
+        tracing::warn!(
+            host = %options.host,
+            "listening beyond loopback without CURVE: passwords and arguments cross the \
+             network in plain text (set ZMQ_RPC_CURVE_SECRET_KEY; see docs/security.md)"
+        );
     }
     let frontend_at = transport::bind_endpoint(&options.host, options.port);
     let (frontend, client_endpoint) = transport::bind_frontend(ctx, &frontend_at, &options.tcp)?;
@@ -259,6 +301,8 @@ pub(crate) fn spawn(ctx: &zmq::Context, mut options: Options) -> Result<BrokerHa
     );
     let workers = Arc::new(AtomicUsize::new(0));
     let gauge = Arc::clone(&workers);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let dropped_gauge = Arc::clone(&dropped);
     let actor = Actor::spawn(ctx, "zmq-rpc-broker", move |control| {
         Loop {
             frontend,
@@ -267,6 +311,7 @@ pub(crate) fn spawn(ctx: &zmq::Context, mut options: Options) -> Result<BrokerHa
             dispatcher: Dispatcher::new(options.settings, Instant::now()),
             grace: options.grace,
             workers: gauge,
+            dropped: dropped_gauge,
         }
         .run();
         tracing::info!(server = %name, "broker stopped");
@@ -276,8 +321,51 @@ pub(crate) fn spawn(ctx: &zmq::Context, mut options: Options) -> Result<BrokerHa
         worker_endpoint,
         inproc_endpoint,
         workers,
+        dropped,
         actor,
+        _zap: zap,
     })
+}
+
+/// Loads the allow-lists and starts the ZAP handler that applies them, if any is set.
+fn start_allow_lists(ctx: &zmq::Context, options: &Options) -> Result<Option<Actor>, Error> {
+    let (clients, workers) = (
+        options.curve_authorized_keys.as_deref(),
+        options.curve_worker_authorized_keys.as_deref(),
+    );
+    if clients.is_none() && workers.is_none() {
+        return Ok(None);
+    }
+    if !options.tcp.curve.is_on() {
+        return Err(Error::Config(
+            "CURVE allow-lists need CURVE: set ZMQ_RPC_CURVE_SECRET_KEY as well".into(),
+        ));
+    }
+    let gate = auth::Gate {
+        clients: clients.map(auth::AllowList::load).transpose()?,
+        workers: workers.map(auth::AllowList::load).transpose()?,
+    };
+    tracing::info!(
+        client_keys = gate.clients.as_ref().map(auth::AllowList::len),
+        worker_keys = gate.workers.as_ref().map(auth::AllowList::len),
+        "CURVE allow-lists in force"
+    );
+    auth::start_zap(ctx, gate).map(Some)
+}
+
+/// One message from the frontend, and the address of the peer that sent it (libzmq's
+/// `Peer-Address` property of TCP messages), which wrong-password throttling keys on.
+fn recv_with_peer(socket: &zmq::Socket) -> Option<(Vec<Vec<u8>>, Option<String>)> {
+    let mut first = socket.recv_msg(zmq::DONTWAIT).ok()?;
+    let peer = first.gets("Peer-Address").map(str::to_owned);
+    let mut frames = vec![first.to_vec()];
+    while socket.get_rcvmore().unwrap_or(false) {
+        match socket.recv_bytes(0) {
+            Ok(f) => frames.push(f),
+            Err(_) => break,
+        }
+    }
+    Some((frames, peer))
 }
 
 struct Loop {
@@ -288,6 +376,8 @@ struct Loop {
     grace: Duration,
     /// Registered workers, for the handle.
     workers: Arc<AtomicUsize>,
+    /// Dropped worker messages, for the handle.
+    dropped: Arc<AtomicU64>,
 }
 
 impl Loop {
@@ -343,11 +433,15 @@ impl Loop {
             }
             if clients {
                 for _ in 0..BATCH {
-                    let Ok(frames) = self.frontend.recv_multipart(zmq::DONTWAIT) else {
+                    let Some((frames, peer)) = recv_with_peer(&self.frontend) else {
                         break;
                     };
-                    self.dispatcher
-                        .client_message(frames, Instant::now(), &mut out);
+                    self.dispatcher.client_message_from(
+                        frames,
+                        peer.as_deref(),
+                        Instant::now(),
+                        &mut out,
+                    );
                     self.carry_out(&mut out);
                 }
             }
@@ -355,6 +449,8 @@ impl Loop {
             self.carry_out(&mut out);
             self.workers
                 .store(self.dispatcher.worker_count(), Ordering::Relaxed);
+            self.dropped
+                .store(self.dispatcher.dropped(), Ordering::Relaxed);
         }
         self.dispatcher.shutdown(Instant::now(), &mut out);
         self.carry_out(&mut out);

@@ -112,7 +112,7 @@ impl Recent {
     /// Stores the reply of a finished request. Nothing is stored when retries are off
     /// (zero window or capacity) or the reply alone exceeds the byte budget.
     pub(crate) fn finish(&mut self, key: RetryKey, reply: Vec<u8>, now: Instant) {
-        if reply.len() > self.max_bytes {
+        if reply.len() + 2 * key.id.len() > self.max_bytes {
             self.forget(&key);
             return;
         }
@@ -122,7 +122,7 @@ impl Recent {
     /// Forgets a request that ended without running (it may safely run if retried).
     pub(crate) fn forget(&mut self, key: &RetryKey) {
         if let Some(e) = self.entries.remove(key) {
-            self.bytes -= size(&e.seen);
+            self.bytes -= size(key, &e.seen);
         }
     }
 
@@ -131,7 +131,7 @@ impl Recent {
             return;
         }
         self.forget(&key);
-        self.bytes += size(&seen);
+        self.bytes += size(&key, &seen);
         let expires = now + self.window;
         self.order.push_back((expires, key.clone()));
         self.entries.insert(key, Entry { seen, expires });
@@ -163,11 +163,15 @@ impl Recent {
     }
 }
 
-fn size(seen: &Seen) -> usize {
-    match seen {
+/// Bytes an entry holds: its stored reply, and its id twice (the map's key and the
+/// eviction order's copy). Counting the id keeps huge ids (a hostile client's 4 MiB
+/// string, say) inside the byte budget too.
+fn size(key: &RetryKey, seen: &Seen) -> usize {
+    let reply = match seen {
         Seen::Running(_) => 0,
         Seen::Done(reply) => reply.len(),
-    }
+    };
+    reply + 2 * key.id.len()
 }
 
 #[cfg(test)]
@@ -177,6 +181,27 @@ mod tests {
 
     fn key(id: u64) -> RetryKey {
         RetryKey::of(&json!(id), "mul", &[json!(3), json!(4)], &Map::new()).unwrap()
+    }
+
+    #[test]
+    fn huge_ids_count_against_the_byte_budget() {
+        let now = Instant::now();
+        let mut r = Recent::new(Duration::from_secs(60), 1000, 10_000);
+        let huge = |n: u64| {
+            RetryKey::of(
+                &json!(format!("{n}{}", "x".repeat(3000))),
+                "f",
+                &[],
+                &Map::new(),
+            )
+            .unwrap()
+        };
+        for n in 0..100 {
+            r.start(huge(n), n, now);
+        }
+        assert!(r.bytes <= 10_000, "{}", r.bytes);
+        assert!(r.entries.len() <= 2, "{}", r.entries.len());
+        assert!(r.get(&huge(99), now).is_some(), "the newest is kept");
     }
 
     #[test]
@@ -204,16 +229,17 @@ mod tests {
     #[test]
     fn bounded_in_count_and_bytes() {
         let now = Instant::now();
-        let mut r = Recent::new(Duration::from_secs(60), 3, 10);
+        // Entries cost their reply plus twice their id ("0".."10": 1-2 bytes).
+        let mut r = Recent::new(Duration::from_secs(60), 3, 12);
         for i in 0..5 {
             r.finish(key(i), b"12".to_vec(), now);
         }
         assert_eq!(r.len(), 3, "count bound");
         assert_eq!(r.get(&key(0), now), None, "oldest went first");
         r.finish(key(9), b"123456789".to_vec(), now);
-        assert!(r.bytes <= 10, "byte bound: {}", r.bytes);
+        assert!(r.bytes <= 12, "byte bound: {}", r.bytes);
         assert!(r.get(&key(9), now).is_some());
-        r.finish(key(10), vec![0; 11], now);
+        r.finish(key(10), vec![0; 9], now);
         assert_eq!(
             r.get(&key(10), now),
             None,

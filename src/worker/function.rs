@@ -147,8 +147,11 @@ pub trait IntoFunction<Args>: Send + Sync + 'static {
 }
 
 fn convert<T: DeserializeOwned>(index: usize, value: Value) -> Result<T, Error> {
-    serde_json::from_value(value)
-        .map_err(|e| Error::Type(format!("argument {} does not fit: {e}", index + 1)))
+    serde_json::from_value(value).map_err(|e| {
+        // serde's message quotes the value: keep it short.
+        let e = crate::protocol::excerpt(&e.to_string());
+        Error::Type(format!("argument {} does not fit: {e}", index + 1))
+    })
 }
 
 macro_rules! typed_function {
@@ -315,7 +318,7 @@ impl Registry {
         let Some(f) = self.functions.iter().find(|f| f.info.name == call.function) else {
             return Err(Error::Name(format!(
                 "no function named '{}' is registered",
-                call.function
+                crate::protocol::excerpt(&call.function)
             )));
         };
         let handler = f.handler.clone();
@@ -359,10 +362,12 @@ fn bind_arguments(
             return Err(Error::Type(if info.param_names.is_empty() {
                 format!("{name}() takes no keyword arguments (no parameter names were declared)")
             } else {
+                let key = crate::protocol::excerpt(&key);
                 format!("{name}() got an unexpected keyword argument '{key}'")
             }));
         };
         if pos >= arity || filled[pos] {
+            let key = crate::protocol::excerpt(&key);
             return Err(Error::Type(format!(
                 "{name}() got multiple values for argument '{key}'"
             )));

@@ -19,7 +19,7 @@ pub use function::{IntoFunction, IntoOutcome, Json, Registration};
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,8 @@ pub struct Worker {
     endpoint: String,
     setup: Setup,
     curve_server_key: Option<String>,
+    /// This worker's own CURVE key pair (public, secret), Z85.
+    curve_keypair: Option<(String, String)>,
     problem: Option<Error>,
 }
 
@@ -102,18 +104,29 @@ impl Worker {
 
     /// A worker for any ZeroMQ endpoint of a broker's worker side.
     pub fn with_endpoint(password: impl Into<String>, endpoint: &str) -> Worker {
-        let (env, problem) = match Env::load() {
+        let (env, mut problem) = match Env::load() {
             Ok(env) => (env, None),
             Err(e) => (Env::default(), Some(e)),
         };
+        let curve_keypair = match (&env.curve_public_key, &env.curve_secret_key) {
+            (Some(p), Some(s)) => Some((p.clone(), s.clone())),
+            (Some(_), None) => {
+                problem = problem.or(Some(Error::Config(
+                    "ZMQ_RPC_CURVE_PUBLIC_KEY is set without ZMQ_RPC_CURVE_SECRET_KEY".into(),
+                )));
+                None
+            }
+            _ => None,
+        };
         let setup = Setup::new(
-            password.into(),
+            env.worker_secret.clone().unwrap_or_else(|| password.into()),
             env.workers.unwrap_or(config::DEFAULT_WORKERS),
         );
         Worker {
             endpoint: endpoint.to_owned(),
             setup,
             curve_server_key: env.curve_server_key,
+            curve_keypair,
             problem,
         }
     }
@@ -161,6 +174,25 @@ impl Worker {
         self
     }
 
+    /// This worker's own long-term CURVE key pair (Z85), for brokers that admit only
+    /// listed worker keys. Defaults to `ZMQ_RPC_CURVE_PUBLIC_KEY` with
+    /// `ZMQ_RPC_CURVE_SECRET_KEY`, or a fresh pair per process.
+    pub fn curve_keypair(
+        mut self,
+        public_z85: impl Into<String>,
+        secret_z85: impl Into<String>,
+    ) -> Self {
+        self.curve_keypair = Some((public_z85.into(), secret_z85.into()));
+        self
+    }
+
+    /// The secret presented to the broker when registering (the broker's
+    /// `worker_secret`). Defaults to `ZMQ_RPC_WORKER_SECRET`, or the password.
+    pub fn worker_secret(mut self, secret: impl Into<String>) -> Self {
+        self.setup.password = secret.into();
+        self
+    }
+
     /// Registers a typed function under `alias`; see [`crate::RpcServer::add_external_function`].
     pub fn add_external_function<F, Args>(&mut self, func: F, alias: &str) -> Registration<'_>
     where
@@ -188,8 +220,11 @@ impl Worker {
             return Err(e);
         }
         if let Some(key) = &self.curve_server_key {
-            self.setup.tcp.curve = Curve::client(key)?;
+            let own = self.curve_keypair.as_ref();
+            self.setup.tcp.curve =
+                Curve::client_with_keys(key, own.map(|p| p.0.as_str()), own.map(|p| p.1.as_str()))?;
         }
+        transport::require_safe_libzmq()?;
         spawn(&zmq::Context::new(), &self.endpoint, self.setup)
     }
 
@@ -201,8 +236,9 @@ impl Worker {
     pub fn run(self) -> Result<(), Error> {
         let running = self.start()?;
         crate::signals::wait_for_shutdown_signal(|| running.is_finished())?;
+        let refusal = running.refusal();
         running.shutdown();
-        Ok(())
+        refusal.map_or(Ok(()), Err)
     }
 }
 
@@ -211,6 +247,8 @@ pub struct WorkerHandle {
     /// One socket thread, or one per slot for inline workers.
     actors: Vec<Actor>,
     grace: Duration,
+    /// Why the broker refused this worker, once it did (the worker then stops).
+    refused: Arc<Mutex<Option<Error>>>,
 }
 
 impl WorkerHandle {
@@ -248,15 +286,27 @@ impl WorkerHandle {
         self.actors.iter().all(Actor::is_finished)
     }
 
-    /// Blocks until the worker stops (it does not stop by itself).
+    /// Why the broker refused this worker, if it did: its CURVE key is not on the
+    /// broker's allow-list, the broker's key is wrong, or its secret is wrong. A refused
+    /// worker stops by itself ([`WorkerHandle::is_finished`]).
+    pub fn refusal(&self) -> Option<Error> {
+        self.refused.lock().ok().and_then(|slot| slot.clone())
+    }
+
+    /// Blocks until the worker stops: only when the broker refuses it, unless another
+    /// thread stops it.
     ///
     /// # Errors
-    /// [`Error::Runtime`] if the worker thread panicked.
+    /// [`Error::Permission`] when the broker refused the worker, [`Error::Runtime`] if
+    /// the worker thread panicked.
     pub fn wait(mut self) -> Result<(), Error> {
         for actor in &mut self.actors {
             actor.wait()?;
         }
-        Ok(())
+        match self.refusal() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -282,6 +332,7 @@ pub(crate) fn spawn(
         ));
     }
     let grace = setup.grace;
+    let refused = Arc::new(Mutex::new(None));
     if setup.inline {
         let mut actors = Vec::with_capacity(setup.threads);
         for slot in 0..setup.threads {
@@ -289,22 +340,31 @@ pub(crate) fn spawn(
             one.threads = 1;
             one.heartbeat_interval = INLINE_HEARTBEAT;
             one.name = format!("{}-{slot}", setup.name);
-            let dealer = transport::connect_worker(ctx, endpoint, &one.tcp)?;
+            let (dealer, watch) = transport::connect_worker_watched(ctx, endpoint, &one.tcp)?;
+            let channels = Channels {
+                dealer,
+                watch,
+                refused: Arc::clone(&refused),
+                replies: None,
+            };
             actors.push(spawn_loop(
                 ctx,
                 endpoint,
                 one,
-                dealer,
-                None,
+                channels,
                 Vec::new(),
                 Vec::new(),
             )?);
         }
-        return Ok(WorkerHandle { actors, grace });
+        return Ok(WorkerHandle {
+            actors,
+            grace,
+            refused,
+        });
     }
     let replies_name = transport::unique_inproc("replies");
     let replies = transport::bind_pull(ctx, &replies_name)?;
-    let dealer = transport::connect_worker(ctx, endpoint, &setup.tcp)?;
+    let (dealer, watch) = transport::connect_worker_watched(ctx, endpoint, &setup.tcp)?;
     let registry = Arc::new(setup.registry.clone());
     let mut executors = Vec::with_capacity(setup.threads);
     for index in 0..setup.threads {
@@ -318,19 +378,29 @@ pub(crate) fn spawn(
         executors.push((tx, thread));
     }
     let (senders, threads): (Vec<_>, Vec<_>) = executors.into_iter().unzip();
-    let actor = spawn_loop(
-        ctx,
-        endpoint,
-        setup,
+    let channels = Channels {
         dealer,
-        Some(replies),
-        senders,
-        threads,
-    )?;
+        watch,
+        refused: Arc::clone(&refused),
+        replies: Some(replies),
+    };
+    let actor = spawn_loop(ctx, endpoint, setup, channels, senders, threads)?;
     Ok(WorkerHandle {
         actors: vec![actor],
         grace,
+        refused,
     })
+}
+
+/// The sockets a socket thread owns besides its control pipe, and where it reports a
+/// refusal.
+struct Channels {
+    dealer: zmq::Socket,
+    /// Handshake events of `dealer` (TCP only).
+    watch: Option<transport::HandshakeWatch>,
+    refused: Arc<Mutex<Option<Error>>>,
+    /// The executors' replies; `None` for an inline worker.
+    replies: Option<zmq::Socket>,
 }
 
 /// Starts a socket thread; without `replies` (and executors) it runs calls inline.
@@ -338,8 +408,7 @@ fn spawn_loop(
     ctx: &zmq::Context,
     endpoint: &str,
     setup: Setup,
-    dealer: zmq::Socket,
-    replies: Option<zmq::Socket>,
+    channels: Channels,
     senders: Vec<mpsc::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
 ) -> Result<Actor, Error> {
@@ -352,8 +421,10 @@ fn spawn_loop(
             ctx: thread_ctx,
             endpoint,
             setup,
-            dealer,
-            replies,
+            dealer: channels.dealer,
+            watch: channels.watch,
+            refused: channels.refused,
+            replies: channels.replies,
             control,
             idle: (0..senders.len()).rev().collect(),
             senders,
@@ -409,6 +480,10 @@ struct SocketLoop {
     endpoint: String,
     setup: Setup,
     dealer: zmq::Socket,
+    /// Handshake events of `dealer` (TCP only): a refused handshake stops the worker.
+    watch: Option<transport::HandshakeWatch>,
+    /// Where a refusal is reported to the handle.
+    refused: Arc<Mutex<Option<Error>>>,
     /// The executors' replies; `None` for an inline worker.
     replies: Option<zmq::Socket>,
     control: zmq::Socket,
@@ -473,34 +548,36 @@ impl SocketLoop {
             }
             let wake = self.next_heartbeat.min(self.broker_expires);
             let timeout = wake.saturating_duration_since(now).as_millis() as i64;
-            let polled = match &self.replies {
-                Some(replies) => {
-                    let mut items = [
-                        self.control.as_poll_item(zmq::POLLIN),
-                        self.dealer.as_poll_item(zmq::POLLIN),
-                        replies.as_poll_item(zmq::POLLIN),
-                    ];
-                    zmq::poll(&mut items, timeout.max(1)).map(|_| {
-                        let r = |i: usize| items[i].is_readable();
-                        (r(0), r(2), r(1))
-                    })
+            let mut items = Vec::with_capacity(4);
+            items.push(self.control.as_poll_item(zmq::POLLIN));
+            items.push(self.dealer.as_poll_item(zmq::POLLIN));
+            let mut replies_at = None;
+            if let Some(replies) = &self.replies {
+                replies_at = Some(items.len());
+                items.push(replies.as_poll_item(zmq::POLLIN));
+            }
+            let mut watch_at = None;
+            if let Some(watch) = &self.watch {
+                watch_at = Some(items.len());
+                items.push(watch.socket().as_poll_item(zmq::POLLIN));
+            }
+            if let Err(e) = zmq::poll(&mut items, timeout.max(1)) {
+                tracing::error!(error = %e, "worker poll failed");
+                break;
+            }
+            let readable = |at: Option<usize>| at.is_some_and(|i| items[i].is_readable());
+            let (stop, broker, replies, handshake) = (
+                items[0].is_readable(),
+                items[1].is_readable(),
+                readable(replies_at),
+                readable(watch_at),
+            );
+            drop(items);
+            if handshake {
+                if let Some(why) = self.watch.as_mut().and_then(|w| w.refusal()) {
+                    self.refuse(why);
                 }
-                None => {
-                    let mut items = [
-                        self.control.as_poll_item(zmq::POLLIN),
-                        self.dealer.as_poll_item(zmq::POLLIN),
-                    ];
-                    zmq::poll(&mut items, timeout.max(1))
-                        .map(|_| (items[0].is_readable(), false, items[1].is_readable()))
-                }
-            };
-            let (stop, replies, broker) = match polled {
-                Ok(ready) => ready,
-                Err(e) => {
-                    tracing::error!(error = %e, "worker poll failed");
-                    break;
-                }
-            };
+            }
             if stop && stop_by.is_none() {
                 let _ = self.control.recv_bytes(zmq::DONTWAIT);
                 tracing::info!(
@@ -517,6 +594,9 @@ impl SocketLoop {
             if broker {
                 self.handle_broker_messages();
             }
+            if self.is_refused() {
+                break;
+            }
             let now = Instant::now();
             if now >= self.next_heartbeat {
                 self.send(&WorkerMessage::Heartbeat);
@@ -527,6 +607,22 @@ impl SocketLoop {
             }
         }
         self.finish(threads);
+    }
+
+    /// The broker refused this worker (at the handshake or for its secret): record why
+    /// for the handle; the loop then stops.
+    fn refuse(&mut self, why: String) {
+        tracing::error!(endpoint = %self.endpoint, reason = %why, "the broker refused this worker; stopping");
+        // Nothing queued for this broker will be taken: do not linger over it when the
+        // socket closes (a refused worker should stop at once).
+        let _ = self.dealer.set_linger(0);
+        if let Ok(mut slot) = self.refused.lock() {
+            slot.get_or_insert(Error::Permission(why));
+        }
+    }
+
+    fn is_refused(&self) -> bool {
+        self.refused.lock().is_ok_and(|slot| slot.is_some())
     }
 
     fn is_idle(&self) -> bool {
@@ -611,6 +707,13 @@ impl SocketLoop {
                     });
                 }
                 Ok(BrokerMessage::Heartbeat) => self.reconnects = 0,
+                Ok(BrokerMessage::Disconnect { reason })
+                    if reason == protocol::DISCONNECT_WRONG_SECRET =>
+                {
+                    // Retrying with the same secret cannot help: stop and say why.
+                    self.refuse("the broker refused this worker's secret (wrong password)".into());
+                    return;
+                }
                 Ok(BrokerMessage::Disconnect { reason }) => {
                     // Register again on a fresh socket, after the reconnect backoff: a
                     // broker that keeps refusing (wrong password, shutting down) is
@@ -640,9 +743,10 @@ impl SocketLoop {
         {
             return false;
         }
-        match transport::connect_worker(&self.ctx, &self.endpoint, &self.setup.tcp) {
-            Ok(dealer) => {
+        match transport::connect_worker_watched(&self.ctx, &self.endpoint, &self.setup.tcp) {
+            Ok((dealer, watch)) => {
                 self.dealer = dealer;
+                self.watch = watch;
                 self.connection += 1;
                 // Requests of the earlier connection that never started: that broker
                 // is gone or has answered them already.
@@ -666,9 +770,11 @@ impl SocketLoop {
                 outcome: Err(Error::Unavailable("the worker is shutting down".into())),
             });
         }
-        self.send(&WorkerMessage::Disconnect {
-            reason: "worker shutting down".into(),
-        });
+        if !self.is_refused() {
+            self.send(&WorkerMessage::Disconnect {
+                reason: "worker shutting down".into(),
+            });
+        }
         let all_idle = self.idle.len() == self.senders.len();
         self.senders.clear(); // closes the channels: idle executors return
         if all_idle {

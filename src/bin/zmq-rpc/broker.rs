@@ -36,6 +36,16 @@ pub(crate) struct BrokerArgs {
     /// This broker's CURVE secret key (Z85); turns encryption on.
     #[arg(long, env = vars::CURVE_SECRET_KEY, hide_env_values = true)]
     curve_secret_key: Option<String>,
+    /// File of client CURVE public keys (Z85, one per line) to admit; others are
+    /// refused in the handshake. Re-read when it changes.
+    #[arg(long, env = vars::CURVE_AUTHORIZED_KEYS)]
+    curve_authorized_keys: Option<std::path::PathBuf>,
+    /// File of worker CURVE public keys to admit, as --curve-authorized-keys.
+    #[arg(long, env = vars::CURVE_WORKER_AUTHORIZED_KEYS)]
+    curve_worker_authorized_keys: Option<std::path::PathBuf>,
+    /// The secret worker processes present when they register (default: the password).
+    #[arg(long, env = vars::WORKER_SECRET, hide_env_values = true)]
+    worker_secret: Option<String>,
 }
 
 pub(crate) fn run(args: &BrokerArgs) -> Result<(), Error> {
@@ -48,6 +58,15 @@ pub(crate) fn run(args: &BrokerArgs) -> Result<(), Error> {
         .warmup(Duration::from_millis(args.warmup_ms));
     if let Some(key) = &args.curve_secret_key {
         broker = broker.curve_secret_key(key);
+    }
+    if let Some(file) = &args.curve_authorized_keys {
+        broker = broker.curve_authorized_keys(file);
+    }
+    if let Some(file) = &args.curve_worker_authorized_keys {
+        broker = broker.curve_worker_authorized_keys(file);
+    }
+    if let Some(secret) = &args.worker_secret {
+        broker = broker.worker_secret(secret);
     }
     let running = broker.start()?;
     // One parseable line on stdout, so scripts (and tests) learn the bound ports.
