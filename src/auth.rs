@@ -47,13 +47,15 @@ pub(crate) fn parse_keys(text: &str) -> Result<HashSet<[u8; 32]>, String> {
     let mut keys = HashSet::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
+        // Z85 has `#` in its alphabet, but never first in a 5-character group (that
+        // would be a value of at least 84 * 85^4 > 2^32): a key cannot look like a comment.
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         // Z85 has `=` in its alphabet: only a `ZMQ_RPC_` prefix marks a variable line.
         let prefix = format!("{}=", crate::config::vars::CURVE_PUBLIC_KEY);
         let key = match line.strip_prefix(&prefix) {
-            // keygen quotes its values for .env files
+            // keygen prints values bare; a hand-edited file may quote them
             Some(value) => value.trim().trim_matches('\''),
             None if line.starts_with("ZMQ_RPC_") => {
                 // Never echo the value: it may be a secret key pasted by mistake.

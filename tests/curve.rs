@@ -35,9 +35,8 @@ fn keygen() -> Keys {
     let value = |name: &str| -> String {
         env_lines
             .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}='")))
-            .and_then(|rest| rest.strip_suffix('\''))
-            .unwrap_or_else(|| panic!("no {name}='...' in {env_lines:?}"))
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}=... in {env_lines:?}"))
             .to_owned()
     };
     Keys {
