@@ -58,11 +58,11 @@ impl PyClient {
         password, host = config::DEFAULT_HOST.to_owned(), port = config::DEFAULT_PORT, *,
         endpoint = None, timeout = None, retries = None, backoff_base = None,
         backoff_cap = None, attempt_timeout = None, curve_server_key = None,
-        max_message_size = None
+        curve_keypair = None, max_message_size = None
     ),
     text_signature = "(password, host='localhost', port=8421, *, endpoint=None, timeout=None, \
         retries=None, backoff_base=None, backoff_cap=None, attempt_timeout=None, \
-        curve_server_key=None, max_message_size=None)")]
+        curve_server_key=None, curve_keypair=None, max_message_size=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         password: String,
@@ -75,6 +75,7 @@ impl PyClient {
         backoff_cap: Option<u64>,
         attempt_timeout: Option<u64>,
         curve_server_key: Option<String>,
+        curve_keypair: Option<(String, String)>,
         max_message_size: Option<usize>,
     ) -> PyClient {
         let mut c = match endpoint {
@@ -98,6 +99,9 @@ impl PyClient {
         }
         if let Some(key) = curve_server_key {
             c = c.curve_server_key(key);
+        }
+        if let Some((public, secret)) = curve_keypair {
+            c = c.curve_keypair(public, secret);
         }
         if let Some(n) = max_message_size {
             c = c.max_message_size(n);
