@@ -484,7 +484,12 @@ impl RunningWorker {
     /// secret is wrong. A refused worker stops by itself.
     fn refusal(&self, py: Python<'_>) -> Option<PyErr> {
         refusal(&self.slot)
-            .or_else(|| self.refused.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .or_else(|| {
+                self.refused
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            })
             .map(|e| to_pyerr(py, e))
     }
 
