@@ -1,6 +1,6 @@
 """W1 and W2 with the Python client: what Python users gain from the Rust core.
 
-    python python/bench/bench.py [--runs 3] [--seconds 5] [--clients 16]
+    python python/bench/bench.py [--runs 3] [--seconds 5] [--clients 16] [--interleave]
 
 Needs the package (pip install ./python) and pyzmq (for the baseline). Three targets,
 each in its own server process on 127.0.0.1:
@@ -260,6 +260,10 @@ def main():
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--targets", default="pyzmq-baseline,rust-server,python-server")
     parser.add_argument("--json", help="also write all runs to this file")
+    parser.add_argument("--interleave", action="store_true",
+                        help="run the targets in rounds (one run of each per round, the "
+                             "order rotating) instead of all runs of one target in a row, "
+                             "so that load from other processes hits every target alike")
     parser.add_argument("--serve-baseline", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-python", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -268,20 +272,23 @@ def main():
     if args.serve_python:
         return serve_python(args.serve_python)
 
-    results = {}
-    for target in args.targets.split(","):
-        runs = []
-        for run in range(args.runs):
-            port = free_port()
-            server = start_server(target, port)
-            try:
-                runs.append({"w1": w1(target, port),
-                             "w2": w2(target, port, args.clients, args.seconds)})
-            finally:
-                server.kill()
-                server.wait(timeout=30)
-            print(f"{target} run {run + 1}: {json.dumps(runs[-1])}", file=sys.stderr)
-        results[target] = runs
+    targets = args.targets.split(",")
+    if args.interleave:
+        schedule = [(targets[(run + i) % len(targets)], run)
+                    for run in range(args.runs) for i in range(len(targets))]
+    else:
+        schedule = [(target, run) for target in targets for run in range(args.runs)]
+    results = {target: [] for target in targets}
+    for target, run in schedule:
+        port = free_port()
+        server = start_server(target, port)
+        try:
+            results[target].append({"w1": w1(target, port),
+                                    "w2": w2(target, port, args.clients, args.seconds)})
+        finally:
+            server.kill()
+            server.wait(timeout=30)
+        print(f"{target} run {run + 1}: {json.dumps(results[target][-1])}", file=sys.stderr)
 
     def median(target, workload, key):
         return statistics.median(r[workload][key] for r in results[target])

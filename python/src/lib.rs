@@ -10,6 +10,7 @@ mod client;
 mod convert;
 mod error;
 mod function;
+mod pending;
 mod serve;
 
 use pyo3::prelude::*;
@@ -30,6 +31,7 @@ fn curve_available() -> bool {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::PyClient>()?;
     m.add_class::<client::RemoteMethod>()?;
+    m.add_class::<client::PyPending>()?;
     m.add_class::<serve::PyServer>()?;
     m.add_class::<serve::RunningServer>()?;
     m.add_class::<serve::PyWorker>()?;

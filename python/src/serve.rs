@@ -3,10 +3,11 @@
 //! Every blocking wait (serving, shutting down) releases the GIL: the worker threads need
 //! it to run Python functions, and a shutdown waits for running calls to finish.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyTimeoutError};
 use pyo3::prelude::*;
 use pyo3::types::PyCFunction;
 use zmq_rpc::{Broker, BrokerHandle, RpcServer, ServerHandle, Worker, WorkerHandle};
@@ -17,6 +18,8 @@ use crate::function::PythonFunction;
 /// How often `serve_forever` looks for Ctrl-C (Python runs signal handlers only when
 /// the main thread holds the GIL).
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
+/// How often `RunningWorker.wait()` looks whether the worker has stopped.
+const WAIT_POLL: Duration = Duration::from_millis(10);
 
 /// Something running in background threads.
 enum Running {
@@ -31,6 +34,22 @@ impl Running {
             Running::Server(h) => h.is_finished(),
             Running::Worker(h) => h.is_finished(),
             Running::Broker(h) => h.is_finished(),
+        }
+    }
+
+    /// Why the broker refused a worker, if it did (servers and brokers: never).
+    fn refusal(&self) -> Option<zmq_rpc::Error> {
+        match self {
+            Running::Worker(h) => h.refusal(),
+            _ => None,
+        }
+    }
+
+    fn dropped_messages(&self) -> u64 {
+        match self {
+            Running::Server(h) => h.dropped_messages(),
+            Running::Broker(h) => h.dropped_messages(),
+            Running::Worker(_) => 0,
         }
     }
 
@@ -67,6 +86,20 @@ fn stop(py: Python<'_>, slot: &Slot) {
     }
 }
 
+fn refusal(slot: &Slot) -> Option<zmq_rpc::Error> {
+    slot.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(Running::refusal)
+}
+
+fn dropped_messages(slot: &Slot) -> u64 {
+    slot.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map_or(0, Running::dropped_messages)
+}
+
 fn is_finished(slot: &Slot) -> bool {
     slot.lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -89,7 +122,8 @@ pub(crate) fn _shutdown_all(py: Python<'_>) {
 }
 
 /// Blocks, with the GIL released, until Ctrl-C (SIGINT), SIGTERM or the running thing
-/// stops by itself; then shuts it down. Ctrl-C is a clean stop: it returns normally.
+/// stops by itself; then shuts it down. Ctrl-C is a clean stop: it returns normally. A
+/// worker the broker refused raises `PermissionError`, as Rust's `Worker::run` returns it.
 fn serve(py: Python<'_>, slot: Slot) -> PyResult<()> {
     let restore = on_sigterm_interrupt(py)?;
     let outcome = loop {
@@ -107,11 +141,15 @@ fn serve(py: Python<'_>, slot: Slot) -> PyResult<()> {
             break Err(e);
         }
     };
+    let refused = refusal(&slot);
     stop(py, &slot);
     if let Some(old) = restore {
         restore_sigterm(py, &old)?;
     }
-    outcome
+    match (outcome, refused) {
+        (Ok(()), Some(e)) => Err(to_pyerr(py, e)),
+        (outcome, _) => outcome,
+    }
 }
 
 /// On the main thread, makes SIGTERM raise `KeyboardInterrupt` while serving (Python's
@@ -170,7 +208,9 @@ impl PyServer {
     #[pyo3(signature = (
         password, server_name, host = None, port = None, timeout = None, workers = None, *,
         worker_port = None, queue_limit = None, max_message_size = None,
-        curve_secret_key = None, retry_window = None, shutdown_grace = None
+        curve_secret_key = None, curve_authorized_keys = None,
+        curve_worker_authorized_keys = None, worker_secret = None, retry_window = None,
+        shutdown_grace = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -184,6 +224,9 @@ impl PyServer {
         queue_limit: Option<usize>,
         max_message_size: Option<usize>,
         curve_secret_key: Option<String>,
+        curve_authorized_keys: Option<PathBuf>,
+        curve_worker_authorized_keys: Option<PathBuf>,
+        worker_secret: Option<String>,
         retry_window: Option<u64>,
         shutdown_grace: Option<u64>,
     ) -> PyServer {
@@ -196,6 +239,13 @@ impl PyServer {
         let s = set(s, queue_limit, RpcServer::queue_limit);
         let s = set(s, max_message_size, RpcServer::max_message_size);
         let s = set(s, curve_secret_key, |s, v| s.curve_secret_key(&v));
+        let s = set(s, curve_authorized_keys, RpcServer::curve_authorized_keys);
+        let s = set(
+            s,
+            curve_worker_authorized_keys,
+            RpcServer::curve_worker_authorized_keys,
+        );
+        let s = set(s, worker_secret, |s, v| s.worker_secret(&v));
         let s = set(s, retry_window.map(ms), RpcServer::retry_window);
         let s = set(s, shutdown_grace.map(ms), RpcServer::shutdown_grace);
         PyServer {
@@ -277,6 +327,12 @@ impl RunningServer {
         is_finished(&self.slot)
     }
 
+    /// How many malformed or unexpected messages from worker processes the broker has
+    /// dropped (each is also logged).
+    fn dropped_messages(&self) -> u64 {
+        dropped_messages(&self.slot)
+    }
+
     /// Serves until Ctrl-C or SIGTERM, then shuts down.
     fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
         serve(py, Arc::clone(&self.slot))
@@ -310,11 +366,12 @@ impl PyWorker {
         password, host = zmq_rpc::config::DEFAULT_HOST.to_owned(),
         port = zmq_rpc::config::DEFAULT_WORKER_PORT, *, endpoint = None, threads = None,
         name = None, heartbeat_interval = None, heartbeat_liveness = None,
-        shutdown_grace = None, max_message_size = None, curve_server_key = None
+        shutdown_grace = None, max_message_size = None, curve_server_key = None,
+        curve_keypair = None, worker_secret = None
     ),
     text_signature = "(password, host='localhost', port=8422, *, endpoint=None, threads=None, \
         name=None, heartbeat_interval=None, heartbeat_liveness=None, shutdown_grace=None, \
-        max_message_size=None, curve_server_key=None)")]
+        max_message_size=None, curve_server_key=None, curve_keypair=None, worker_secret=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         password: String,
@@ -328,6 +385,8 @@ impl PyWorker {
         shutdown_grace: Option<u64>,
         max_message_size: Option<usize>,
         curve_server_key: Option<String>,
+        curve_keypair: Option<(String, String)>,
+        worker_secret: Option<String>,
     ) -> PyWorker {
         let w = match endpoint {
             Some(e) => Worker::with_endpoint(password, &e),
@@ -340,6 +399,10 @@ impl PyWorker {
         let w = set(w, shutdown_grace.map(ms), Worker::shutdown_grace);
         let w = set(w, max_message_size, Worker::max_message_size);
         let w = set(w, curve_server_key, Worker::curve_server_key);
+        let w = set(w, curve_keypair, |w, (public, secret)| {
+            w.curve_keypair(public, secret)
+        });
+        let w = set(w, worker_secret, Worker::worker_secret);
         PyWorker {
             builder: Mutex::new(Some(w)),
         }
@@ -375,6 +438,7 @@ impl PyWorker {
             .map_err(|e| to_pyerr(py, e))?;
         Ok(RunningWorker {
             slot: track(Running::Worker(handle)),
+            refused: Mutex::new(None),
         })
     }
 
@@ -394,6 +458,8 @@ impl PyWorker {
 #[pyclass(module = "zmq_rpc", frozen)]
 pub(crate) struct RunningWorker {
     slot: Slot,
+    /// The refusal, kept once `wait()` has taken the handle.
+    refused: Mutex<Option<zmq_rpc::Error>>,
 }
 
 #[pymethods]
@@ -408,9 +474,50 @@ impl RunningWorker {
         stop(py, &self.slot);
     }
 
-    /// Whether the worker has stopped.
+    /// Whether the worker has stopped (by `shutdown()`, or by itself when refused).
     fn is_finished(&self) -> bool {
         is_finished(&self.slot)
+    }
+
+    /// Why the broker refused this worker (a `PermissionError`), or `None`: its CURVE
+    /// key is not on the broker's allow-list, the broker's key is wrong, or its worker
+    /// secret is wrong. A refused worker stops by itself.
+    fn refusal(&self, py: Python<'_>) -> Option<PyErr> {
+        refusal(&self.slot)
+            .or_else(|| {
+                self.refused
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            })
+            .map(|e| to_pyerr(py, e))
+    }
+
+    /// Blocks until the worker stops: by itself only when the broker refuses it (then
+    /// this raises `PermissionError`), or when another thread calls `shutdown()`.
+    /// `timeout` (ms): raise `TimeoutError` if it still runs by then. Ctrl-C interrupts.
+    #[pyo3(signature = (timeout = None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<u64>) -> PyResult<()> {
+        let deadline = timeout.map(|t| Instant::now() + ms(t));
+        while !is_finished(&self.slot) {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(PyTimeoutError::new_err("the worker still runs"));
+            }
+            py.allow_threads(|| std::thread::sleep(WAIT_POLL));
+            py.check_signals()?;
+        }
+        if let Some(Running::Worker(handle)) = take(&self.slot) {
+            let outcome = py.allow_threads(|| {
+                let refused = handle.refusal();
+                (handle.wait(), refused)
+            });
+            *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = outcome.1;
+            outcome.0.map_err(|e| to_pyerr(py, e))?;
+        }
+        match self.refusal(py) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -440,7 +547,9 @@ impl PyBroker {
     #[pyo3(signature = (
         password, name, *, host = None, port = None, worker_port = None, timeout = None,
         queue_limit = None, max_message_size = None, heartbeat_liveness = None,
-        curve_secret_key = None, retry_window = None, shutdown_grace = None, warmup = None
+        curve_secret_key = None, curve_authorized_keys = None,
+        curve_worker_authorized_keys = None, worker_secret = None, retry_window = None,
+        shutdown_grace = None, warmup = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -454,6 +563,9 @@ impl PyBroker {
         max_message_size: Option<usize>,
         heartbeat_liveness: Option<u32>,
         curve_secret_key: Option<String>,
+        curve_authorized_keys: Option<PathBuf>,
+        curve_worker_authorized_keys: Option<PathBuf>,
+        worker_secret: Option<String>,
         retry_window: Option<u64>,
         shutdown_grace: Option<u64>,
         warmup: Option<u64>,
@@ -467,6 +579,13 @@ impl PyBroker {
         let b = set(b, max_message_size, Broker::max_message_size);
         let b = set(b, heartbeat_liveness, Broker::heartbeat_liveness);
         let b = set(b, curve_secret_key, |b, v| b.curve_secret_key(&v));
+        let b = set(b, curve_authorized_keys, Broker::curve_authorized_keys);
+        let b = set(
+            b,
+            curve_worker_authorized_keys,
+            Broker::curve_worker_authorized_keys,
+        );
+        let b = set(b, worker_secret, |b, v| b.worker_secret(&v));
         let b = set(b, retry_window.map(ms), Broker::retry_window);
         let b = set(b, shutdown_grace.map(ms), Broker::shutdown_grace);
         let b = set(b, warmup.map(ms), Broker::warmup);
@@ -533,6 +652,12 @@ impl RunningBroker {
             Some(Running::Broker(h)) => h.worker_count(),
             _ => 0,
         }
+    }
+
+    /// How many malformed or unexpected messages from workers the broker has dropped
+    /// (each is also logged).
+    fn dropped_messages(&self) -> u64 {
+        dropped_messages(&self.slot)
     }
 
     /// Stops gracefully.

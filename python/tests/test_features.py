@@ -48,7 +48,8 @@ def test_list_functions_shows_docstrings_and_parameters(server):
     assert functions["add"]["description"] == "Addiert zwei Zahlen."
     assert functions["add"]["param_names"] == ["a", "b"]
     assert functions["add"]["idempotent"] is False
-    assert functions["add"]["workers"] == 1
+    # The server's local workers register one by one (inline workers): workers=2.
+    assert functions["add"]["workers"] == 2
     assert functions["greet"]["description"] == "Greets."
     assert functions["greet"]["param_names"] == ["name", "greeting"]
     assert functions["greet"]["idempotent"] is True
@@ -120,11 +121,12 @@ def test_curve_encrypted_calls():
         client = zmq_rpc.RPCClient(PASSWORD, "127.0.0.1", running.port,
                                    curve_server_key=public)
         assert client.add(2, 3) == 5
-        # Without the key the handshake never completes: no reply.
-        plain = zmq_rpc.RPCClient(PASSWORD, "127.0.0.1", running.port, timeout=400,
-                                  retries=0)
-        with pytest.raises(TimeoutError):
+        # Without the key the handshake fails, and the client says so at once.
+        plain = zmq_rpc.RPCClient(PASSWORD, "127.0.0.1", running.port, timeout=5000)
+        started = time.monotonic()
+        with pytest.raises(PermissionError, match="CURVE"):
             plain.add(2, 3)
+        assert time.monotonic() - started < 1.0
 
 
 def test_python_worker_joins_a_python_broker():
@@ -180,3 +182,55 @@ def test_curve_encrypted_broker_and_worker():
                                        curve_server_key=public)
             assert client.add(1, 2) == 3  # the broker's warm-up waits for the worker
             assert b.worker_count() == 1
+
+
+def test_submit_pipelines_calls_and_wait_collects_them_in_any_order(server):
+    import time as _time
+
+    def slow_echo(value, delay):
+        _time.sleep(delay)
+        return value
+
+    _, client = server({"add": add, "slow_echo": slow_echo, "greet": greet}, workers=4)
+    pending = [client.submit("add", i, 1) for i in range(64)]
+    assert len({p.id for p in pending}) == 64
+    # Collected backwards: replies to the others are kept for their own wait().
+    assert [p.wait() for p in reversed(pending)] == [i + 1 for i in reversed(range(64))]
+    assert pending[0].done() and pending[0].wait() == 1  # waiting again: same result
+    assert client.submit("greet", "Ada", greeting="Moin").wait() == "Moin, Ada"
+
+    # Four 0.3 s calls submitted together run at once on four workers.
+    started = _time.monotonic()
+    slow = [client.submit("slow_echo", i, 0.3) for i in range(4)]
+    assert [p.wait() for p in slow] == [0, 1, 2, 3]
+    assert _time.monotonic() - started < 1.0
+
+    # Errors arrive through wait(), as the exceptions call() raises.
+    missing = client.submit("nope")
+    with pytest.raises(NameError):
+        missing.wait()
+    with pytest.raises(NameError):
+        missing.wait()
+    with pytest.raises(TypeError):
+        client.submit("add", object())  # not JSON: refused before anything is sent
+    # Abandoned calls do not disturb later ones; ordinary calls work alongside.
+    for i in range(10):
+        client.submit("add", i, i)
+    assert client.add(2, 3) == 5
+    assert client.submit("add", 20, 22).wait() == 42
+
+
+def test_submitted_call_times_out_after_the_client_timeout(server):
+    import time as _time
+
+    def sleepy():
+        _time.sleep(1.0)
+        return "late"
+
+    running, _ = server({"sleepy": sleepy})
+    client = zmq_rpc.RPCClient(PASSWORD, "127.0.0.1", running.port, timeout=200)
+    started = _time.monotonic()
+    pending = client.submit("sleepy")
+    with pytest.raises(TimeoutError):
+        pending.wait()
+    assert 0.15 < _time.monotonic() - started < 0.9
