@@ -271,7 +271,7 @@ def test_environment_variables_configure_every_security_option(procs, tmp_path):
     worker_keys = zmq_rpc.generate_curve_keypair()
     stranger = zmq_rpc.generate_curve_keypair()
     clients = keys_file(tmp_path / "clients.keys", client_keys[0])
-    # The keygen line format is valid in allow-lists too.
+    # A `.env` line, here quoted, is valid in allow-lists too.
     workers = tmp_path / "workers.keys"
     workers.write_text(f"ZMQ_RPC_CURVE_PUBLIC_KEY='{worker_keys[0]}'\n")
     server = procs.python(
