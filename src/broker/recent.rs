@@ -22,15 +22,22 @@ use std::time::{Duration, Instant};
 /// Identifies a call for retry matching: a keyed 128-bit hash of the client's id and of
 /// what it asks for, so that an id reused for a different call is not mistaken for a
 /// retry. The hash keys are random per broker, so no client can aim for another's key;
-/// by chance, two different calls share a key with probability about 2^-128 per pair.
+/// how likely two different calls share one by chance: see [`KeyHasher`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct RetryKey {
     lo: u64,
     hi: u64,
 }
 
-/// Makes [`RetryKey`]s: two independently keyed SipHash instances.
+/// Makes [`RetryKey`]s with three independently keyed SipHash instances: one reads the
+/// arguments (the only part that may be large, so they are read once) into a 64-bit
+/// digest; the other two make the key's halves from id, function and that digest.
+/// Two calls with the same id and function but different arguments therefore share a
+/// key only if their digests collide under a secret key (about 2^-64 per pair, as the
+/// 64-bit fingerprint before, whose key was fixed and public); calls that differ in id
+/// or function, with about 2^-128.
 pub(crate) struct KeyHasher {
+    args: RandomState,
     lo: RandomState,
     hi: RandomState,
 }
@@ -38,6 +45,7 @@ pub(crate) struct KeyHasher {
 impl KeyHasher {
     pub(crate) fn new() -> KeyHasher {
         KeyHasher {
+            args: RandomState::new(),
             lo: RandomState::new(),
             hi: RandomState::new(),
         }
@@ -54,13 +62,20 @@ impl KeyHasher {
         kwargs: &[u8],
     ) -> Option<RetryKey> {
         let id = id.filter(|id| *id != "null")?;
+        let mut h = self.args.build_hasher();
+        // Each part with its length first: no two splits of the same bytes agree.
+        for part in [args, kwargs] {
+            h.write_usize(part.len());
+            h.write(part);
+        }
+        let arguments = h.finish();
         let digest = |state: &RandomState| {
             let mut h = state.build_hasher();
-            // Each part with its length first: no two splits of the same bytes agree.
-            for part in [id.as_bytes(), function.as_bytes(), args, kwargs] {
+            for part in [id.as_bytes(), function.as_bytes()] {
                 h.write_usize(part.len());
                 h.write(part);
             }
+            h.write_u64(arguments);
             h.finish()
         };
         Some(RetryKey {
