@@ -1310,6 +1310,62 @@ mod tests {
     }
 
     #[test]
+    fn a_call_is_remembered_until_its_announced_deadline_plus_the_slack() {
+        let now = Instant::now();
+        let mut d = dispatcher();
+        let mut out = Vec::new();
+        d.worker_message(b"A".to_vec(), &ready(&["mul"], 1), now, &mut out);
+        // Written with spaces and an escape: the reply and the call keep the bytes.
+        let request = |timeout: &str| {
+            let body = format!(
+                r#"{{"id": "r\u0031", "password": "geheim", "function": "mul", "args": [ 3, "\u00e9" ]{timeout}}}"#
+            );
+            vec![b"c".to_vec(), vec![], body.into_bytes()]
+        };
+        d.client_message(request(r#", "timeout_ms": 2000"#), now, &mut out);
+        let frames = out
+            .iter()
+            .find_map(|a| match a {
+                Action::ToWorker { frames, .. } => Some(frames.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            frames[3],
+            br#"{"args":[ 3, "\u00e9" ],"function":"mul","timeout_ms":2000}"#.to_vec(),
+            "arguments forwarded as sent"
+        );
+        out.clear();
+        let body = br#"{ "result" : [1, 2] }"#.to_vec();
+        let reply = vec![b"ZRPC-W1".to_vec(), b"REPLY".to_vec(), b"1".to_vec(), body];
+        d.worker_message(b"A".to_vec(), &reply, now, &mut out);
+        let first = match &out[0] {
+            Action::ToClient { reply, .. } => reply.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(first, br#"{"id":"r1","result":[1, 2]}"#.to_vec());
+        // A retry within deadline + slack gets the same bytes without a run.
+        let at = now + Duration::from_millis(2000) + RETRY_SLACK - Duration::from_millis(1);
+        out.clear();
+        d.client_message(request(r#", "timeout_ms": 1"#), at, &mut out);
+        assert!(sent_to_workers(&out).is_empty());
+        assert!(matches!(&out[0], Action::ToClient { reply, .. } if *reply == first));
+        // That retry extended the memory to its own deadline + slack.
+        let later = at + RETRY_SLACK;
+        out.clear();
+        d.client_message(request(r#", "timeout_ms": 1"#), later, &mut out);
+        assert!(sent_to_workers(&out).is_empty(), "still remembered");
+        // After its deadline + slack, the same request is a new call.
+        let after = later + Duration::from_millis(1) + RETRY_SLACK;
+        d.tick(after, &mut out);
+        // (The worker, silent all that time, was dropped meanwhile: it registers again.)
+        d.worker_message(b"A".to_vec(), &ready(&["mul"], 1), after, &mut out);
+        out.clear();
+        d.client_message(request(r#", "timeout_ms": 1"#), after, &mut out);
+        assert_eq!(sent_to_workers(&out).len(), 1, "forgotten: runs again");
+    }
+
+    #[test]
     fn an_idempotent_call_of_a_lost_worker_runs_once_more_elsewhere() {
         let now = Instant::now();
         let mut d = dispatcher();
