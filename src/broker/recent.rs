@@ -5,14 +5,15 @@
 //! the retry gets the stored reply. Entries are bounded in count, in stored bytes and in
 //! time. No clock: every call takes `now`.
 //!
-//! Compact by design (a busy broker remembers ~100,000 calls): an entry is one 48-byte
+//! Compact by design (a busy broker remembers ~100,000 calls): an entry is one 32-byte
 //! slot in a queue kept in insertion order (which is also the order of eviction), and
 //! one 16-byte slot in a hash index from the key's first half to the slot's sequence
 //! number. The key is a 128-bit keyed hash of id, function and argument bytes; the id
 //! and arguments themselves are not kept. A finished call keeps only its outcome (the
 //! result's or the error's JSON): the reply is rebuilt around the retry's own id, which
-//! encodes to the same bytes as the original's (that is what made it match). Short
-//! outcomes (`12`) live inside the slot; longer ones in one allocation of their own.
+//! encodes to the same bytes as the original's (that is what made it match). Outcomes
+//! of up to 8 bytes (`12`) live inside the slot; longer ones in one allocation of their
+//! own, found by the slot's sequence number.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -95,39 +96,33 @@ pub(crate) enum Seen<'a> {
 }
 
 /// Outcomes up to this many bytes are kept inside the slot.
-const INLINE: usize = 14;
+const INLINE: usize = 8;
 
-/// A slot's state. 24 bytes: the slot stays at 48.
-#[derive(Debug)]
+/// The longest an entry can be remembered: expiry times are kept as 32-bit
+/// milliseconds, moved to a new base before they could overflow.
+const MAX_WINDOW: Duration = Duration::from_millis(1 << 30); // about 12 days
+
+/// A slot's state. 11 bytes, all byte-aligned, so that a slot is 32 bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Stored {
     /// Forgotten or replaced; skipped until it reaches the front of the queue.
     Dead,
-    Running(u64),
+    /// Queued or running under this broker key (little-endian).
+    Running([u8; 8]),
     Inline {
         error: bool,
         len: u8,
         bytes: [u8; INLINE],
     },
-    Heap {
-        error: bool,
-        body: Box<[u8]>,
-    },
-}
-
-impl Stored {
-    fn bytes(&self) -> usize {
-        match self {
-            Stored::Heap { body, .. } => body.len(),
-            _ => 0,
-        }
-    }
+    /// The outcome is in [`Recent::heap`] under the slot's sequence number.
+    Heap { error: bool },
 }
 
 #[derive(Debug)]
 struct Slot {
     key: RetryKey,
     /// Milliseconds after [`Recent::base`] at which the entry is forgotten.
-    expires: u64,
+    expires: u32,
     stored: Stored,
 }
 
@@ -160,6 +155,8 @@ pub(crate) struct Recent {
     /// Live entries (the queue also holds dead slots).
     live: usize,
     base: Instant,
+    /// Outcomes longer than [`INLINE`], by their slot's sequence number.
+    heap: HashMap<u64, Box<[u8]>, BuildHasherDefault<Identity>>,
     /// Slots in insertion order; `slots[i]` has sequence number `front_seq + i`.
     slots: VecDeque<Slot>,
     front_seq: u64,
@@ -170,8 +167,9 @@ pub(crate) struct Recent {
 }
 
 impl Recent {
-    /// `window` is the longest an entry is remembered (zero turns retries off),
-    /// `max_entries` and `max_bytes` the bounds on entries and stored outcome bytes.
+    /// `window` is the longest an entry is remembered (zero turns retries off; at most
+    /// about 12 days), `max_entries` and `max_bytes` the bounds on entries and stored
+    /// outcome bytes.
     pub(crate) fn new(
         window: Duration,
         max_entries: usize,
@@ -179,12 +177,13 @@ impl Recent {
         now: Instant,
     ) -> Recent {
         Recent {
-            window,
+            window: window.min(MAX_WINDOW),
             max_entries,
             max_bytes,
             bytes: 0,
             live: 0,
             base: now,
+            heap: HashMap::default(),
             slots: VecDeque::new(),
             front_seq: 0,
             index: HashMap::default(),
@@ -195,6 +194,12 @@ impl Recent {
         u64::try_from(t.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// When an entry remembered for `remember` from `now` expires (evict keeps `now`
+    /// below 2^31 ms after the base, and the window is at most 2^30 ms).
+    fn expiry(&self, remember: Duration, now: Instant) -> u32 {
+        u32::try_from(self.ms(now + remember.min(self.window))).unwrap_or(u32::MAX)
+    }
+
     fn slot(&self, key: &RetryKey) -> Option<usize> {
         let seq = *self.index.get(&key.lo)?;
         let i = usize::try_from(seq.checked_sub(self.front_seq)?).ok()?;
@@ -202,20 +207,21 @@ impl Recent {
     }
 
     pub(crate) fn get(&self, key: &RetryKey, now: Instant) -> Option<Seen<'_>> {
-        let slot = &self.slots[self.slot(key)?];
-        if slot.expires <= self.ms(now) {
+        let i = self.slot(key)?;
+        let slot = &self.slots[i];
+        if u64::from(slot.expires) <= self.ms(now) {
             return None;
         }
         match &slot.stored {
             Stored::Dead => None,
-            Stored::Running(job) => Some(Seen::Running(*job)),
+            Stored::Running(job) => Some(Seen::Running(u64::from_le_bytes(*job))),
             Stored::Inline { error, len, bytes } => Some(Seen::Done {
                 error: *error,
-                body: &bytes[..usize::from(*len)],
+                body: &bytes[..usize::from(*len).min(INLINE)],
             }),
-            Stored::Heap { error, body } => Some(Seen::Done {
+            Stored::Heap { error } => Some(Seen::Done {
                 error: *error,
-                body,
+                body: self.heap.get(&(self.front_seq + i as u64))?,
             }),
         }
     }
@@ -234,11 +240,11 @@ impl Recent {
             // A different key with the same `lo`: it loses its place (see `index`).
             self.kill(old);
         }
-        let expires = self.ms(now + remember.min(self.window));
+        let expires = self.expiry(remember, now);
         self.slots.push_back(Slot {
             key,
             expires,
-            stored: Stored::Running(job),
+            stored: Stored::Running(job.to_le_bytes()),
         });
         self.live += 1;
         self.evict(now);
@@ -247,7 +253,7 @@ impl Recent {
     /// A retry of a remembered request arrived: it is remembered at least until
     /// `remember` from now (at most the window).
     pub(crate) fn extend(&mut self, key: &RetryKey, remember: Duration, now: Instant) {
-        let until = self.ms(now + remember.min(self.window));
+        let until = self.expiry(remember, now);
         if let Some(i) = self.slot(key) {
             let slot = &mut self.slots[i];
             slot.expires = slot.expires.max(until);
@@ -265,7 +271,9 @@ impl Recent {
             self.forget(key);
             return;
         }
-        let stored = if body.len() <= INLINE {
+        let seq = self.front_seq + i as u64;
+        self.drop_heap(seq);
+        self.slots[i].stored = if body.len() <= INLINE {
             let mut bytes = [0; INLINE];
             bytes[..body.len()].copy_from_slice(body);
             Stored::Inline {
@@ -274,15 +282,18 @@ impl Recent {
                 bytes,
             }
         } else {
-            Stored::Heap {
-                error,
-                body: body.into(),
-            }
+            self.bytes += body.len();
+            self.heap.insert(seq, body.into());
+            Stored::Heap { error }
         };
-        self.bytes += stored.bytes();
-        let old = std::mem::replace(&mut self.slots[i].stored, stored);
-        self.bytes -= old.bytes();
         self.evict(now);
+    }
+
+    /// Frees the outcome kept apart for slot `seq`, if any.
+    fn drop_heap(&mut self, seq: u64) {
+        if let Some(body) = self.heap.remove(&seq) {
+            self.bytes -= body.len();
+        }
     }
 
     /// Forgets a request that ended without running (it may safely run if retried).
@@ -303,10 +314,10 @@ impl Recent {
             return;
         };
         if let Some(slot) = self.slots.get_mut(i) {
-            if !matches!(slot.stored, Stored::Dead) {
-                let old = std::mem::replace(&mut slot.stored, Stored::Dead);
-                self.bytes -= old.bytes();
+            if slot.stored != Stored::Dead {
+                slot.stored = Stored::Dead;
                 self.live -= 1;
+                self.drop_heap(seq);
             }
         }
     }
@@ -316,10 +327,19 @@ impl Recent {
     /// freed when it reaches the front.
     pub(crate) fn evict(&mut self, now: Instant) {
         let now = self.ms(now);
+        if now >= 1 << 31 {
+            // Move the base to now, before 32-bit expiry times could overflow.
+            let shift = now;
+            self.base += Duration::from_millis(shift);
+            for slot in &mut self.slots {
+                slot.expires = slot.expires.saturating_sub(shift as u32);
+            }
+            return self.evict(self.base);
+        }
         while let Some(front) = self.slots.front() {
             let over = self.live > self.max_entries || self.bytes > self.max_bytes;
-            let dead = matches!(front.stored, Stored::Dead);
-            if !dead && front.expires > now && !over {
+            let dead = front.stored == Stored::Dead;
+            if !dead && u64::from(front.expires) > now && !over {
                 break;
             }
             if !dead {
@@ -336,6 +356,7 @@ impl Recent {
         if self.slots.capacity() > 1024 && self.slots.len() < self.slots.capacity() / 4 {
             self.slots.shrink_to(self.slots.len() * 2);
             self.index.shrink_to(self.index.len() * 2);
+            self.heap.shrink_to(self.heap.len() * 2);
         }
     }
 
@@ -364,8 +385,32 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_is_48_bytes() {
-        assert_eq!(std::mem::size_of::<Slot>(), 48);
+    fn a_slot_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
+    }
+
+    #[test]
+    fn expiry_times_survive_a_long_uptime() {
+        let h = keys();
+        let start = Instant::now();
+        let mut r = Recent::new(MINUTE, 100, 1 << 20, start);
+        // 30 days in, past 32-bit milliseconds from the start.
+        let now = start + Duration::from_secs(30 * 86_400);
+        r.evict(now);
+        r.start(key(&h, 1), 1, Duration::from_secs(10), now);
+        r.start(key(&h, 2), 2, MINUTE, now);
+        r.evict(now + Duration::from_secs(5));
+        assert_eq!(
+            r.get(&key(&h, 1), now + Duration::from_secs(9)),
+            Some(Seen::Running(1))
+        );
+        assert_eq!(r.get(&key(&h, 1), now + Duration::from_secs(10)), None);
+        let later = now + Duration::from_secs(30 * 86_400);
+        r.evict(later);
+        assert_eq!(r.len(), 0, "expired across a change of base");
+        r.start(key(&h, 3), 3, Duration::from_secs(10), later);
+        assert!(r.get(&key(&h, 3), later + Duration::from_secs(9)).is_some());
+        assert_eq!(r.get(&key(&h, 3), later + Duration::from_secs(10)), None);
     }
 
     #[test]
