@@ -23,6 +23,12 @@ use crate::protocol::{
     self, BrokerMessage, FunctionInfo, RawOutcome, RawRequest, Ready, Reply, WorkerMessage,
 };
 
+/// A decoded worker message: a REPLY with its result still JSON text, or another one.
+enum Incoming<'a> {
+    Reply(u64, RawOutcome<'a>),
+    Other(WorkerMessage),
+}
+
 /// The routing frames of a client message, up to and including the empty delimiter.
 pub(crate) type Envelope = Vec<Vec<u8>>;
 /// A worker's ROUTER identity.
@@ -595,12 +601,10 @@ impl Dispatcher {
     ) {
         // A REPLY is read with its result left as JSON text, to be forwarded as it is.
         let decoded = match protocol::decode_worker_reply_raw(frames) {
-            Some(reply) => {
-                reply.map(|(key, outcome)| (WorkerMessage::Heartbeat, Some((key, outcome))))
-            }
-            None => protocol::decode_worker_message(frames).map(|m| (m, None)),
+            Some(reply) => reply.map(|(key, outcome)| Incoming::Reply(key, outcome)),
+            None => protocol::decode_worker_message(frames).map(Incoming::Other),
         };
-        let (msg, reply) = match decoded {
+        let msg = match decoded {
             Ok(m) => m,
             Err(e) => {
                 self.dropped += 1;
@@ -612,13 +616,16 @@ impl Dispatcher {
             w.expires = now + w.interval * self.settings.heartbeat_liveness;
         }
         let known = self.workers.contains_key(&id);
-        if let Some((key, outcome)) = reply {
-            if !known {
-                return self.disconnect(id, "unknown worker: send READY", out);
+        let msg = match msg {
+            Incoming::Reply(key, outcome) => {
+                if !known {
+                    return self.disconnect(id, "unknown worker: send READY", out);
+                }
+                self.finish(&id, key, outcome, now, out);
+                return self.feed(&id, now, out);
             }
-            self.finish(&id, key, outcome, now, out);
-            return self.feed(&id, now, out);
-        }
+            Incoming::Other(msg) => msg,
+        };
         match msg {
             WorkerMessage::Ready(ready) => self.register(id, ready, now, out),
             WorkerMessage::Disconnect { reason } => {
