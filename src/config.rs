@@ -28,7 +28,8 @@ pub const DEFAULT_HEARTBEAT_LIVENESS: u32 = 3;
 /// Requests the broker holds waiting for a worker before it answers `OverloadError`.
 pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
 
-/// How long the broker remembers a request for retries (at-most-once window).
+/// The longest the broker remembers a request for retries (at-most-once window); a
+/// request that announces its deadline (`timeout_ms`) only until then plus 10 s.
 pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(60);
 /// How many requests the broker remembers for retries.
 pub const DEFAULT_RETRY_ENTRIES: usize = 100_000;

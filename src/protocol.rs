@@ -689,6 +689,314 @@ pub fn decode_broker_message(frames: &[Vec<u8>]) -> Result<BrokerMessage, Error>
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Raw forms, for the broker: it reads the fields it needs and forwards arguments and
+// results as the JSON text they arrived in, instead of building `Value`s of them and
+// encoding them again. Acceptance and every error are those of the `Value` decoders
+// above: a frame is first checked by the same parser (without building anything), and
+// whatever the raw path does not take as it is goes through the `Value` decoder, which
+// then gives the exact error.
+
+/// Checks JSON text exactly as parsing it into a `Value` would (numbers in range,
+/// escapes, nesting limit), without building anything.
+struct Valid;
+
+impl<'de> serde::Deserialize<'de> for Valid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Valid, D::Error> {
+        d.deserialize_any(Valid)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Valid {
+    type Value = Valid;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_unit<E>(self) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Valid, A::Error> {
+        while seq.next_element::<Valid>()?.is_some() {}
+        Ok(Valid)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Valid, A::Error> {
+        while map.next_entry::<Valid, Valid>()?.is_some() {}
+        Ok(Valid)
+    }
+}
+
+type RawFields<'a> =
+    std::collections::HashMap<std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue>;
+
+/// The top-level fields of a JSON object, each as its JSON text (the last of duplicate
+/// keys, as in a `Value`); `None` when `text` would not parse into a `Value` object.
+fn raw_fields(text: &str) -> Option<RawFields<'_>> {
+    serde_json::from_str::<Valid>(text).ok()?;
+    serde_json::from_str(text).ok()
+}
+
+/// Where `part` (a slice of `whole`) lies in it.
+fn span(whole: &str, part: &str) -> std::ops::Range<usize> {
+    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// A client request as the broker reads it: the fields it acts on, and the arguments as
+/// the JSON text the client sent (whitespace and all).
+#[derive(Clone, PartialEq)]
+pub(crate) struct RawRequest {
+    frame: Vec<u8>,
+    /// As [`Request::id`].
+    pub id: Option<Value>,
+    /// As [`Request::password`].
+    pub password: String,
+    /// As [`Request::function`].
+    pub function: String,
+    /// As [`Request::timeout_ms`].
+    pub timeout_ms: Option<u64>,
+    /// The array of positional arguments in `frame`; `None`: absent or `null` (`[]`).
+    args: Option<std::ops::Range<usize>>,
+    /// The object of keyword arguments in `frame`; `None`: absent, `null` or empty.
+    kwargs: Option<std::ops::Range<usize>>,
+}
+
+impl std::fmt::Debug for RawRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawRequest")
+            .field("id", &self.id)
+            .field("password", &"<redacted>")
+            .field("function", &self.function)
+            .field("args_bytes", &self.args().len())
+            .field("kwargs_bytes", &self.kwargs().map_or(0, <[u8]>::len))
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+impl RawRequest {
+    /// The positional arguments' JSON text (an array).
+    pub(crate) fn args(&self) -> &[u8] {
+        match &self.args {
+            Some(r) => &self.frame[r.clone()],
+            None => b"[]",
+        }
+    }
+
+    /// The keyword arguments' JSON text (an object), when there are any.
+    pub(crate) fn kwargs(&self) -> Option<&[u8]> {
+        self.kwargs.as_ref().map(|r| &self.frame[r.clone()])
+    }
+
+    /// From a request decoded into `Value`s (the rare path): the arguments encoded.
+    fn from_request(req: Request) -> RawRequest {
+        let mut frame = to_bytes_of(&req.args);
+        let args = Some(0..frame.len());
+        let kwargs = (!req.kwargs.is_empty()).then(|| {
+            let start = frame.len();
+            frame.extend_from_slice(&to_bytes_of(&req.kwargs));
+            start..frame.len()
+        });
+        RawRequest {
+            frame,
+            id: req.id,
+            password: req.password,
+            function: req.function,
+            timeout_ms: req.timeout_ms,
+            args,
+            kwargs,
+        }
+    }
+}
+
+/// Decodes a client request frame for the broker, keeping the arguments as JSON text.
+/// Accepts exactly the frames [`decode_request`] accepts, with the same fields, and
+/// fails with the same errors.
+///
+/// # Errors
+/// As [`decode_request`].
+pub(crate) fn decode_request_raw(frame: Vec<u8>) -> Result<RawRequest, BadRequest> {
+    match read_raw_request(&frame) {
+        Some(parts) => {
+            let (id, password, function, timeout_ms, args, kwargs) = parts;
+            Ok(RawRequest {
+                frame,
+                id,
+                password,
+                function,
+                timeout_ms,
+                args,
+                kwargs,
+            })
+        }
+        // Anything unusual (and every error) takes the reference path.
+        None => decode_request(&frame).map(RawRequest::from_request),
+    }
+}
+
+type RawParts = (
+    Option<Value>,
+    String,
+    String,
+    Option<u64>,
+    Option<std::ops::Range<usize>>,
+    Option<std::ops::Range<usize>>,
+);
+
+fn read_raw_request(frame: &[u8]) -> Option<RawParts> {
+    let text = std::str::from_utf8(frame).ok()?;
+    let fields = raw_fields(text)?;
+    let id = match fields.get("id") {
+        None => None,
+        Some(raw) => {
+            let id = serde_json::from_str::<Value>(raw.get()).ok()?;
+            Some(id).filter(is_scalar)
+        }
+    };
+    if id.is_none() && fields.contains_key("id") {
+        return None;
+    }
+    let string = |name: &str| serde_json::from_str::<String>(fields.get(name)?.get()).ok();
+    let password = string("password")?;
+    let function = string("function")?;
+    let args = match fields.get("args").map(|r| r.get()) {
+        None | Some("null") => None,
+        Some(a) if a.starts_with('[') => Some(span(text, a)),
+        Some(_) => return None,
+    };
+    let kwargs = match fields.get("kwargs").map(|r| r.get()) {
+        None | Some("null") => None,
+        Some(k) if k.starts_with('{') => {
+            let empty = k[1..k.len() - 1]
+                .trim_matches([' ', '\t', '\n', '\r'])
+                .is_empty();
+            (!empty).then(|| span(text, k))
+        }
+        Some(_) => return None,
+    };
+    let timeout_ms = match fields.get("timeout_ms").map(|r| r.get()) {
+        None | Some("null") => None,
+        Some(t) => Some(serde_json::from_str::<u64>(t).ok()?),
+    };
+    Some((id, password, function, timeout_ms, args, kwargs))
+}
+
+/// Encodes a REQUEST whose arguments are JSON text: the frames
+/// [`encode_request_message`] gives for the same call, up to whitespace inside the
+/// arguments.
+pub(crate) fn encode_raw_request_message(
+    key: u64,
+    function: &str,
+    args: &[u8],
+    kwargs: Option<&[u8]>,
+    timeout_ms: Option<u64>,
+) -> Vec<Vec<u8>> {
+    let mut body = Vec::with_capacity(args.len() + kwargs.map_or(0, <[u8]>::len) + 64);
+    body.extend_from_slice(b"{\"args\":");
+    body.extend_from_slice(args);
+    body.extend_from_slice(b",\"function\":");
+    let _ = serde_json::to_writer(&mut body, function);
+    if let Some(kwargs) = kwargs {
+        body.extend_from_slice(b",\"kwargs\":");
+        body.extend_from_slice(kwargs);
+    }
+    if let Some(ms) = timeout_ms {
+        body.extend_from_slice(b",\"timeout_ms\":");
+        body.extend_from_slice(ms.to_string().as_bytes());
+    }
+    body.push(b'}');
+    vec![
+        WORKER_PROTOCOL.to_vec(),
+        CMD_REQUEST.to_vec(),
+        key_to_frame(key),
+        body,
+    ]
+}
+
+/// A worker's REPLY as the broker reads it: the result as JSON text, or the error.
+#[derive(Debug, PartialEq)]
+pub(crate) enum RawOutcome<'a> {
+    /// The result's JSON text.
+    Result(std::borrow::Cow<'a, [u8]>),
+    /// The error the worker reported.
+    Error(Error),
+}
+
+/// Decodes a worker message when it is a REPLY, keeping the result as JSON text;
+/// `None` for other commands (decode those with [`decode_worker_message`]). Accepts
+/// exactly the REPLYs [`decode_worker_message`] accepts, with the same errors.
+pub(crate) fn decode_worker_reply_raw(
+    frames: &[Vec<u8>],
+) -> Option<Result<(u64, RawOutcome<'_>), Error>> {
+    match frames {
+        [proto, cmd, key, body] if proto.as_slice() == WORKER_PROTOCOL && cmd == CMD_REPLY => {
+            let fast = std::str::from_utf8(body).ok().and_then(|text| {
+                let fields = raw_fields(text)?;
+                match (fields.get("result"), fields.get("error")) {
+                    (Some(r), None) => Some(&body[span(text, r.get())]),
+                    _ => None,
+                }
+            });
+            Some(match fast {
+                Some(result) => key_from_frame(key).map(|k| (k, RawOutcome::Result(result.into()))),
+                None => decode_worker_message(frames).and_then(|m| match m {
+                    WorkerMessage::Reply {
+                        key,
+                        outcome: Ok(v),
+                    } => Ok((key, RawOutcome::Result(to_bytes(&v).into()))),
+                    WorkerMessage::Reply {
+                        key,
+                        outcome: Err(e),
+                    } => Ok((key, RawOutcome::Error(e))),
+                    _ => Err(protocol_error("not a REPLY")),
+                }),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The JSON text of an error object as a reply carries it.
+pub(crate) fn error_body(error: &Error) -> Vec<u8> {
+    let outcome = Err::<Value, _>(error.clone());
+    to_bytes_of(&ReplyOut::new(None, &outcome).error)
+}
+
+/// A client reply from its parts: `id`, and the outcome's JSON text (`error`: an error
+/// object from [`error_body`], else a result). The bytes of [`encode_reply`] for the
+/// same reply, up to whitespace inside a result.
+pub(crate) fn reply_from_parts(id: &Value, error: bool, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 48);
+    if error {
+        out.extend_from_slice(b"{\"error\":");
+        out.extend_from_slice(body);
+        out.extend_from_slice(b",\"id\":");
+        let _ = serde_json::to_writer(&mut out, id);
+    } else {
+        out.extend_from_slice(b"{\"id\":");
+        let _ = serde_json::to_writer(&mut out, id);
+        out.extend_from_slice(b",\"result\":");
+        out.extend_from_slice(body);
+    }
+    out.push(b'}');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -840,5 +1148,251 @@ mod tests {
         assert!(key_from_frame(b"007").is_err());
         assert_eq!(key_from_frame(b"0").unwrap(), 0);
         assert!(key_from_frame(b"99999999999999999999999").is_err());
+    }
+
+    // The raw decoders must accept and refuse exactly what the `Value` decoders do.
+
+    fn same_request(frame: &[u8]) {
+        let raw = decode_request_raw(frame.to_vec());
+        let reference = decode_request(frame);
+        match (raw, reference) {
+            (Err(a), Err(b)) => assert_eq!(a, b, "{:?}", String::from_utf8_lossy(frame)),
+            (Ok(raw), Ok(req)) => {
+                let text = String::from_utf8_lossy(frame);
+                assert_eq!(raw.id, req.id, "{text}");
+                assert_eq!(raw.password, req.password, "{text}");
+                assert_eq!(raw.function, req.function, "{text}");
+                assert_eq!(raw.timeout_ms, req.timeout_ms, "{text}");
+                let args: Vec<Value> = serde_json::from_slice(raw.args()).expect("args parse");
+                assert_eq!(args, req.args, "{text}");
+                match raw.kwargs() {
+                    None => assert!(req.kwargs.is_empty(), "{text}"),
+                    Some(k) => {
+                        let kwargs: Map<String, Value> = serde_json::from_slice(k).unwrap();
+                        assert!(!kwargs.is_empty(), "{text}");
+                        assert_eq!(kwargs, req.kwargs, "{text}");
+                    }
+                }
+                // What the worker gets decodes to the call the reference path sends.
+                let call = Call {
+                    function: req.function.clone(),
+                    args: req.args.clone(),
+                    kwargs: req.kwargs.clone(),
+                    timeout_ms: Some(9),
+                };
+                let frames =
+                    encode_raw_request_message(4, &raw.function, raw.args(), raw.kwargs(), Some(9));
+                assert_eq!(
+                    decode_broker_message(&frames).expect("forwarded call decodes"),
+                    BrokerMessage::Request { key: 4, call },
+                    "{text}"
+                );
+            }
+            (a, b) => panic!(
+                "raw and reference disagree on {:?}: {a:?} / {b:?}",
+                String::from_utf8_lossy(frame)
+            ),
+        }
+    }
+
+    const REQUESTS: &[&str] = &[
+        r#"{"args":[5,7],"function":"add","id":1,"password":"geheim","timeout_ms":5000}"#,
+        r#"{"password":"p","function":"f"}"#,
+        r#" { "id" : "x" , "password" : "p" , "function" : "f" , "args" : [ 1 , { "a" : [ ] } ] , "kwargs" : { "b" : "\u00e9\n" } } "#,
+        r#"{"password":"p","function":"f","kwargs":{ },"args":null,"timeout_ms":null,"id":null}"#,
+        r#"{"password":"p","function":"f","kwargs":null}"#,
+        r#"{"password":"p","function":"f","x":1e400}"#,
+        r#"{"password":"p","function":"f","args":[1e400]}"#,
+        r#"{"password":"p","function":"f","args":[-0.0, 1.5e3, -7, 18446744073709551615]}"#,
+        r#"{"password":"p","function":"f","timeout_ms":-0}"#,
+        r#"{"password":"p","function":"f","timeout_ms":1e3}"#,
+        r#"{"password":"p","function":"f","timeout_ms":18446744073709551616}"#,
+        r#"{"password":"p","function":"f","function":"g","args":[1],"args":[2]}"#,
+        r#"{"pass\u0077ord":"p","\u0066unction":"f\ud83d\ude00"}"#,
+        r#"{"password":"p","function":"f","args":["\ud800"]}"#,
+        r#"{"password":"p","function":"f","id":[1]}"#,
+        r#"{"password":"p","function":"f","id":{"a":1},"args":3}"#,
+        r#"{"password":"p","function":7}"#,
+        r#"{"password":"p","function":"f","args":{}}"#,
+        r#"{"password":"p","function":"f","kwargs":[]}"#,
+        r#"{"password":"p","function":"f","timeout_ms":"5"}"#,
+        r#"{"password":"p","function":"f"} x"#,
+        r#"[1,2]"#,
+        r#""#,
+        r#"null"#,
+        r#"{"password":"p","function":"f","id":1.5,"args":[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]}"#,
+    ];
+
+    #[test]
+    fn raw_request_decoding_matches_the_reference() {
+        for frame in REQUESTS {
+            same_request(frame.as_bytes());
+        }
+        same_request(&[0xff, b'{', b'}']);
+        let deep = format!(
+            r#"{{"password":"p","function":"f","args":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        same_request(deep.as_bytes());
+        // Golden and invalid vectors.
+        for dir in ["tests/vectors/client", "tests/vectors/invalid"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                if !name.starts_with("request") {
+                    continue;
+                }
+                let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                for frame in v["frames"].as_array().into_iter().flatten() {
+                    if let Some(f) = frame.as_str() {
+                        same_request(f.as_bytes());
+                    } else if let Some(hex) = frame["hex"].as_str() {
+                        let bytes: Vec<u8> = (0..hex.len())
+                            .step_by(2)
+                            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                            .collect();
+                        same_request(&bytes);
+                    }
+                }
+            }
+        }
+    }
+
+    fn mutate(seed: &[u8], rng: &mut fastrand::Rng) -> Vec<u8> {
+        const BYTES: &[u8] = b"{}[]\",:\\ 0123456789.eE-+tfnul\"axz\xc3\xa9\xff";
+        let mut f = seed.to_vec();
+        for _ in 0..rng.usize(1..4) {
+            let at = rng.usize(0..=f.len());
+            match rng.u8(0..3) {
+                0 if at < f.len() => {
+                    f.remove(at);
+                }
+                1 if at < f.len() => f[at] = BYTES[rng.usize(0..BYTES.len())],
+                _ => f.insert(at, BYTES[rng.usize(0..BYTES.len())]),
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn raw_request_decoding_matches_the_reference_on_mutated_frames() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        for i in 0..30_000 {
+            let seed = REQUESTS[i % REQUESTS.len()].as_bytes();
+            same_request(&mutate(seed, &mut rng));
+        }
+    }
+
+    fn same_worker_reply(frames: &[Vec<u8>]) {
+        let reference = decode_worker_message(frames);
+        match (decode_worker_reply_raw(frames), reference) {
+            (None, Ok(WorkerMessage::Reply { .. })) => panic!("a REPLY not taken: {frames:?}"),
+            (None, _) => {}
+            (Some(Err(a)), Err(b)) => assert_eq!(a, b),
+            (
+                Some(Ok((key, RawOutcome::Result(body)))),
+                Ok(WorkerMessage::Reply {
+                    key: k,
+                    outcome: Ok(v),
+                }),
+            ) => {
+                assert_eq!(key, k);
+                let parsed: Value = serde_json::from_slice(&body).expect("result parses");
+                assert_eq!(parsed, v, "{frames:?}");
+                let id = json!("i-1");
+                let reply = reply_from_parts(&id, false, &body);
+                assert_eq!(decode_reply(&reply).unwrap(), Reply { id, outcome: Ok(v) });
+            }
+            (
+                Some(Ok((key, RawOutcome::Error(e)))),
+                Ok(WorkerMessage::Reply {
+                    key: k,
+                    outcome: Err(f),
+                }),
+            ) => {
+                assert_eq!((key, &e), (k, &f));
+                let id = json!(3);
+                assert_eq!(
+                    reply_from_parts(&id, true, &error_body(&e)),
+                    encode_reply(&Reply {
+                        id,
+                        outcome: Err(f)
+                    })
+                );
+            }
+            (a, b) => panic!("raw and reference disagree on {frames:?}: {a:?} / {b:?}"),
+        }
+    }
+
+    #[test]
+    fn raw_reply_decoding_matches_the_reference() {
+        let bodies: &[&str] = &[
+            r#"{"result":12}"#,
+            r#" { "result" : [ 1, "a\u0041" ] } "#,
+            r#"{"result":null}"#,
+            r#"{"result":1e400}"#,
+            r#"{"result":1,"result":2}"#,
+            r#"{"result":1,"error":{"type":"RuntimeError","message":"x"}}"#,
+            r#"{"error":{"type":"RuntimeError","message":"boom"}}"#,
+            r#"{"error":{"type":"OverloadError","message":"m","retry_after_ms":200}}"#,
+            r#"{"error":"x"}"#,
+            r#"{}"#,
+            r#"[]"#,
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for (i, body) in bodies.iter().cycle().take(20_000).enumerate() {
+            let body = if i < bodies.len() {
+                body.as_bytes().to_vec()
+            } else {
+                mutate(body.as_bytes(), &mut rng)
+            };
+            let key: &[u8] = [b"17".as_slice(), b"017", b"x"][i % 7 / 5 + i % 2 * (i % 7 / 6)];
+            same_worker_reply(&[
+                WORKER_PROTOCOL.to_vec(),
+                CMD_REPLY.to_vec(),
+                key.to_vec(),
+                body,
+            ]);
+        }
+        same_worker_reply(&[WORKER_PROTOCOL.to_vec(), CMD_REPLY.to_vec(), b"1".to_vec()]);
+        same_worker_reply(&[WORKER_PROTOCOL.to_vec(), CMD_HEARTBEAT.to_vec()]);
+    }
+
+    #[test]
+    fn raw_encodings_are_the_canonical_bytes() {
+        let call = Call {
+            function: "f\"ü".into(),
+            args: vec![json!(1), json!({"b": [2.5, null]})],
+            kwargs: [("k".to_string(), json!("v"))].into_iter().collect(),
+            timeout_ms: None,
+        };
+        let args = to_bytes_of(&call.args);
+        let kwargs = to_bytes_of(&call.kwargs);
+        for (kw, t) in [(Some(kwargs.as_slice()), Some(5)), (None, None)] {
+            let mut call = call.clone();
+            if kw.is_none() {
+                call.kwargs.clear();
+            }
+            assert_eq!(
+                encode_raw_request_message(3, &call.function, &args, kw, t),
+                encode_request_message(3, &call, t)
+            );
+        }
+        for outcome in [
+            Ok(json!({"a": [1, "x"]})),
+            Err(Error::Runtime("boom".into())),
+        ] {
+            let id = json!("5f3e9a01-7");
+            let (error, body) = match &outcome {
+                Ok(v) => (false, to_bytes(v)),
+                Err(e) => (true, error_body(e)),
+            };
+            assert_eq!(
+                reply_from_parts(&id, error, &body),
+                encode_reply(&Reply { id, outcome })
+            );
+        }
     }
 }

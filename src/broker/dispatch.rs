@@ -16,12 +16,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::recent::{Recent, RetryKey, Seen};
+use super::recent::{KeyHasher, Recent, RetryKey, Seen};
 use super::throttle::Throttle;
 use crate::error::Error;
 use crate::protocol::{
-    self, BrokerMessage, Call, FunctionInfo, Ready, Reply, Request, WorkerMessage,
+    self, BrokerMessage, FunctionInfo, RawOutcome, RawRequest, Ready, Reply, WorkerMessage,
 };
+
+/// A decoded worker message: a REPLY with its result still JSON text, or another one.
+enum Incoming<'a> {
+    Reply(u64, RawOutcome<'a>),
+    Other(WorkerMessage),
+}
 
 /// The routing frames of a client message, up to and including the empty delimiter.
 pub(crate) type Envelope = Vec<Vec<u8>>;
@@ -73,6 +79,11 @@ pub(crate) struct Settings {
 /// Most clients one job answers; a further retry replaces the oldest waiter.
 const MAX_WAITERS: usize = 8;
 
+/// How long after a call's announced deadline (`timeout_ms`) the broker still
+/// remembers it for retries: room for a retry sent just before the deadline to reach the
+/// broker through the network and the frontend's input queue.
+pub(crate) const RETRY_SLACK: Duration = Duration::from_secs(10);
+
 /// What an `OverloadError` tells the client to wait before trying again.
 const OVERLOAD_RETRY_AFTER: Duration = Duration::from_millis(200);
 
@@ -104,7 +115,8 @@ struct Job {
     /// still runs the call.
     waiters: Vec<Envelope>,
     id: Value,
-    call: Call,
+    /// The request, its arguments still the JSON text the client sent.
+    call: RawRequest,
     deadline: Instant,
     state: State,
     retry_key: Option<RetryKey>,
@@ -123,6 +135,7 @@ pub(crate) struct Dispatcher {
     /// (deadline, key); stale when the job's deadline has moved (a retry extended it).
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     recent: Recent,
+    keys: KeyHasher,
     next_key: u64,
     dispatch_seq: u64,
     /// Shutting down: new requests are refused, running ones finish.
@@ -185,6 +198,7 @@ impl Dispatcher {
             settings.retry_window,
             settings.retry_entries,
             settings.retry_bytes,
+            now,
         );
         Dispatcher {
             workers: HashMap::new(),
@@ -193,6 +207,7 @@ impl Dispatcher {
             queued: 0,
             deadlines: BinaryHeap::new(),
             recent,
+            keys: KeyHasher::new(),
             // A random start: a reply from a worker that was connected to an earlier
             // broker on this address can never match a request key of this one.
             next_key: fastrand::u64(1..1 << 62),
@@ -265,8 +280,8 @@ impl Dispatcher {
         if envelope.is_empty() {
             return; // nothing to answer to: a ROUTER always gives an identity frame
         }
-        let frame = match body.as_slice() {
-            [frame] => frame,
+        match body.as_slice() {
+            [_] => {}
             other => {
                 let err = Error::Protocol(format!(
                     "a request is one frame after the envelope, got {}",
@@ -274,8 +289,11 @@ impl Dispatcher {
                 ));
                 return self.reply(envelope, Value::Null, Err(err), out);
             }
+        }
+        let Some(frame) = body.into_iter().next() else {
+            return;
         };
-        let req = match protocol::decode_request(frame) {
+        let req = match protocol::decode_request_raw(frame) {
             Ok(req) => req,
             Err(bad) => return self.reply(envelope, bad.id, Err(bad.error), out),
         };
@@ -285,7 +303,7 @@ impl Dispatcher {
     fn request(
         &mut self,
         envelope: Envelope,
-        req: Request,
+        req: RawRequest,
         peer: Option<&str>,
         now: Instant,
         out: &mut Vec<Action>,
@@ -324,15 +342,30 @@ impl Dispatcher {
         let budget = req.timeout_ms.map_or(self.settings.timeout, |ms| {
             Duration::from_millis(ms).min(self.settings.timeout)
         });
-        let retry_key = RetryKey::of(&id, &req.function, &req.args, &req.kwargs);
+        let id_text = serde_json::to_string(&id).unwrap_or_default();
+        let retry_key = self.keys.key(
+            req.id.as_ref().map(|_| id_text.as_str()),
+            &req.function,
+            req.args(),
+            req.kwargs().unwrap_or_default(),
+        );
+        // A client retries only until the deadline it announced; one that announces
+        // none may retry for the whole window.
+        let remember = req.timeout_ms.map_or(self.settings.retry_window, |ms| {
+            Duration::from_millis(ms).saturating_add(RETRY_SLACK)
+        });
         if let Some(key) = &retry_key {
-            match self.recent.get(key, now).cloned() {
-                Some(Seen::Done(reply)) => {
+            match self.recent.get(key, now) {
+                Some(Seen::Done { error, body }) => {
                     tracing::debug!(%id, "retry of a finished request: stored reply");
+                    // The retry's id encodes to the original's bytes: it matched.
+                    let reply = protocol::reply_from_parts(&id, error, body);
+                    self.recent.extend(key, remember, now);
                     out.push(Action::ToClient { envelope, reply });
                     return;
                 }
                 Some(Seen::Running(job_key)) => {
+                    self.recent.extend(key, remember, now);
                     if let Some(job) = self.jobs.get_mut(&job_key) {
                         tracing::debug!(%id, "retry of a running request: waiting for it");
                         if job.waiters.len() >= MAX_WAITERS {
@@ -383,20 +416,15 @@ impl Dispatcher {
         self.next_key += 1;
         let deadline = now + budget;
         self.deadlines.push(Reverse((deadline, key)));
-        if let Some(rk) = &retry_key {
-            self.recent.start(rk.clone(), key, now);
+        if let Some(rk) = retry_key {
+            self.recent.start(rk, key, remember, now);
         }
         self.jobs.insert(
             key,
             Job {
                 waiters: vec![envelope],
                 id,
-                call: Call {
-                    function: req.function,
-                    args: req.args,
-                    kwargs: req.kwargs,
-                    timeout_ms: None,
-                },
+                call: req,
                 deadline,
                 state: State::Queued,
                 retry_key,
@@ -444,8 +472,14 @@ impl Dispatcher {
         out.push(Action::ToWorker {
             worker: worker_id,
             key: Some(key),
-            // Encoded from the job's call as it is: no copy of the arguments.
-            frames: protocol::encode_request_message(key, &job.call, timeout_ms),
+            // The arguments go on as the client sent them: no parse, no re-encoding.
+            frames: protocol::encode_raw_request_message(
+                key,
+                &job.call.function,
+                job.call.args(),
+                job.call.kwargs(),
+                timeout_ms,
+            ),
         });
     }
 
@@ -465,20 +499,20 @@ impl Dispatcher {
         );
     }
 
-    /// Ends a job that ran (or may have run) with `outcome`, storing the reply for retries.
-    fn end_run(
-        &mut self,
-        key: u64,
-        outcome: Result<Value, Error>,
-        now: Instant,
-        out: &mut Vec<Action>,
-    ) {
+    /// Ends a job that ran (or may have run) with an error, storing it for retries.
+    fn end_run_err(&mut self, key: u64, err: Error, now: Instant, out: &mut Vec<Action>) {
+        self.end_run(key, true, &protocol::error_body(&err), now, out);
+    }
+
+    /// Ends a job that ran (or may have run) with its outcome's JSON text (`error`: an
+    /// error object, else the result), storing it for retries.
+    fn end_run(&mut self, key: u64, error: bool, body: &[u8], now: Instant, out: &mut Vec<Action>) {
         let Some(job) = self.jobs.remove(&key) else {
             return;
         };
-        let reply = encode(job.id, outcome);
+        let reply = protocol::reply_from_parts(&job.id, error, body);
         if let Some(rk) = job.retry_key {
-            self.recent.finish(rk, reply.clone(), now);
+            self.recent.finish(&rk, error, body, now);
         }
         if job.waiters.is_empty() {
             tracing::debug!(
@@ -565,7 +599,12 @@ impl Dispatcher {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let msg = match protocol::decode_worker_message(frames) {
+        // A REPLY is read with its result left as JSON text, to be forwarded as it is.
+        let decoded = match protocol::decode_worker_reply_raw(frames) {
+            Some(reply) => reply.map(|(key, outcome)| Incoming::Reply(key, outcome)),
+            None => protocol::decode_worker_message(frames).map(Incoming::Other),
+        };
+        let msg = match decoded {
             Ok(m) => m,
             Err(e) => {
                 self.dropped += 1;
@@ -577,6 +616,16 @@ impl Dispatcher {
             w.expires = now + w.interval * self.settings.heartbeat_liveness;
         }
         let known = self.workers.contains_key(&id);
+        let msg = match msg {
+            Incoming::Reply(key, outcome) => {
+                if !known {
+                    return self.disconnect(id, "unknown worker: send READY", out);
+                }
+                self.finish(&id, key, outcome, now, out);
+                return self.feed(&id, now, out);
+            }
+            Incoming::Other(msg) => msg,
+        };
         match msg {
             WorkerMessage::Ready(ready) => self.register(id, ready, now, out),
             WorkerMessage::Disconnect { reason } => {
@@ -595,6 +644,11 @@ impl Dispatcher {
                 }
             }
             WorkerMessage::Reply { key, outcome } => {
+                // Not reached: `decode_worker_reply_raw` takes every REPLY.
+                let outcome = match outcome {
+                    Ok(v) => RawOutcome::Result(serde_json::to_vec(&v).unwrap_or_default().into()),
+                    Err(e) => RawOutcome::Error(e),
+                };
                 self.finish(&id, key, outcome, now, out);
                 self.feed(&id, now, out);
             }
@@ -670,7 +724,7 @@ impl Dispatcher {
         &mut self,
         worker_id: &WorkerId,
         key: u64,
-        outcome: Result<Value, Error>,
+        outcome: RawOutcome<'_>,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -683,7 +737,10 @@ impl Dispatcher {
         if let Some(w) = self.workers.get_mut(worker_id) {
             w.in_flight = w.in_flight.saturating_sub(1);
         }
-        self.end_run(key, outcome, now, out);
+        match outcome {
+            RawOutcome::Result(body) => self.end_run(key, false, &body, now, out),
+            RawOutcome::Error(e) => self.end_run_err(key, e, now, out),
+        }
     }
 
     /// Removes a worker. Each call it was running is sent once more to another worker
@@ -719,7 +776,7 @@ impl Dispatcher {
                 self.queue.push_front(key);
                 self.queued += 1;
             } else {
-                self.end_run(key, Err(Error::Unavailable(why.into())), now, out);
+                self.end_run_err(key, Error::Unavailable(why.into()), now, out);
             }
         }
         self.fail_unservable(out);
@@ -908,7 +965,7 @@ impl Dispatcher {
         let keys: Vec<u64> = self.jobs.keys().copied().collect();
         for key in keys {
             let err = Error::Unavailable("the server shut down before the call finished".into());
-            self.end_run(key, Err(err), now, out);
+            self.end_run_err(key, err, now, out);
         }
         let ids: Vec<WorkerId> = self.workers.keys().cloned().collect();
         for id in ids {
@@ -1257,6 +1314,62 @@ mod tests {
             &mut out,
         );
         assert_eq!(sent_to_workers(&out).len(), 1);
+    }
+
+    #[test]
+    fn a_call_is_remembered_until_its_announced_deadline_plus_the_slack() {
+        let now = Instant::now();
+        let mut d = dispatcher();
+        let mut out = Vec::new();
+        d.worker_message(b"A".to_vec(), &ready(&["mul"], 1), now, &mut out);
+        // Written with spaces and an escape: the reply and the call keep the bytes.
+        let request = |timeout: &str| {
+            let body = format!(
+                r#"{{"id": "r\u0031", "password": "geheim", "function": "mul", "args": [ 3, "\u00e9" ]{timeout}}}"#
+            );
+            vec![b"c".to_vec(), vec![], body.into_bytes()]
+        };
+        d.client_message(request(r#", "timeout_ms": 2000"#), now, &mut out);
+        let frames = out
+            .iter()
+            .find_map(|a| match a {
+                Action::ToWorker { frames, .. } => Some(frames.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            frames[3],
+            br#"{"args":[ 3, "\u00e9" ],"function":"mul","timeout_ms":2000}"#.to_vec(),
+            "arguments forwarded as sent"
+        );
+        out.clear();
+        let body = br#"{ "result" : [1, 2] }"#.to_vec();
+        let reply = vec![b"ZRPC-W1".to_vec(), b"REPLY".to_vec(), b"1".to_vec(), body];
+        d.worker_message(b"A".to_vec(), &reply, now, &mut out);
+        let first = match &out[0] {
+            Action::ToClient { reply, .. } => reply.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(first, br#"{"id":"r1","result":[1, 2]}"#.to_vec());
+        // A retry within deadline + slack gets the same bytes without a run.
+        let at = now + Duration::from_millis(2000) + RETRY_SLACK - Duration::from_millis(1);
+        out.clear();
+        d.client_message(request(r#", "timeout_ms": 1"#), at, &mut out);
+        assert!(sent_to_workers(&out).is_empty());
+        assert!(matches!(&out[0], Action::ToClient { reply, .. } if *reply == first));
+        // That retry extended the memory to its own deadline + slack.
+        let later = at + RETRY_SLACK;
+        out.clear();
+        d.client_message(request(r#", "timeout_ms": 1"#), later, &mut out);
+        assert!(sent_to_workers(&out).is_empty(), "still remembered");
+        // After its deadline + slack, the same request is a new call.
+        let after = later + Duration::from_millis(1) + RETRY_SLACK;
+        d.tick(after, &mut out);
+        // (The worker, silent all that time, was dropped meanwhile: it registers again.)
+        d.worker_message(b"A".to_vec(), &ready(&["mul"], 1), after, &mut out);
+        out.clear();
+        d.client_message(request(r#", "timeout_ms": 1"#), after, &mut out);
+        assert_eq!(sent_to_workers(&out).len(), 1, "forgotten: runs again");
     }
 
     #[test]

@@ -155,8 +155,9 @@ impl Broker {
         /// The secret worker processes must present when they register (in READY).
         /// Defaults to `ZMQ_RPC_WORKER_SECRET`, or the password.
         worker_secret: &str => |o, v| o.settings.worker_secret = v.to_owned();
-        /// How long requests are remembered so that a retry never runs a call twice
-        /// (zero turns this off). Defaults to 60 s.
+        /// The longest a request is remembered so that a retry never runs a call twice
+        /// (zero turns this off). A request with `timeout_ms` is remembered only until
+        /// that deadline plus 10 s, if sooner. Defaults to 60 s.
         retry_window: Duration => |o, v| o.settings.retry_window = v;
                 /// How long a shutdown lets running calls finish. Defaults to 10 s.
         shutdown_grace: Duration => |o, v| o.grace = v;

@@ -4,74 +4,145 @@
 //! is a retry: while the first run is going, the retry waits for it; after it finished,
 //! the retry gets the stored reply. Entries are bounded in count, in stored bytes and in
 //! time. No clock: every call takes `now`.
+//!
+//! Compact by design (a busy broker remembers ~100,000 calls): an entry is one 32-byte
+//! slot in a queue kept in insertion order (which is also the order of eviction), and
+//! one 16-byte slot in a hash index from the key's first half to the slot's sequence
+//! number. The key is a 128-bit keyed hash of id, function and argument bytes; the id
+//! and arguments themselves are not kept. A finished call keeps only its outcome (the
+//! result's or the error's JSON): the reply is rebuilt around the retry's own id, which
+//! encodes to the same bytes as the original's (that is what made it match). Outcomes
+//! of up to 8 bytes (`12`) live inside the slot; longer ones in one allocation of their
+//! own, found by the slot's sequence number.
 
-use std::collections::hash_map::DefaultHasher;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
-
-/// Identifies a call for retry matching: the client's id plus a fingerprint of what it
-/// asks for, so that an id reused for a different call is not mistaken for a retry.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Identifies a call for retry matching: a keyed 128-bit hash of the client's id and of
+/// what it asks for, so that an id reused for a different call is not mistaken for a
+/// retry. The hash keys are random per broker, so no client can aim for another's key;
+/// how likely two different calls share one by chance: see [`KeyHasher`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct RetryKey {
-    id: String,
-    fingerprint: u64,
+    lo: u64,
+    hi: u64,
 }
 
-impl RetryKey {
-    /// The key of a request, or `None` when it has no usable id (absent or null).
-    pub(crate) fn of(
-        id: &Value,
+/// Makes [`RetryKey`]s with three independently keyed SipHash instances: one reads the
+/// arguments (the only part that may be large, so they are read once) into a 64-bit
+/// digest; the other two make the key's halves from id, function and that digest.
+/// Two calls with the same id and function but different arguments therefore share a
+/// key only if their digests collide under a secret key (about 2^-64 per pair, as the
+/// 64-bit fingerprint before, whose key was fixed and public); calls that differ in id
+/// or function, with about 2^-128.
+pub(crate) struct KeyHasher {
+    args: RandomState,
+    lo: RandomState,
+    hi: RandomState,
+}
+
+impl KeyHasher {
+    pub(crate) fn new() -> KeyHasher {
+        KeyHasher {
+            args: RandomState::new(),
+            lo: RandomState::new(),
+            hi: RandomState::new(),
+        }
+    }
+
+    /// The key of a request. `id` is the id's JSON text (`None`: no id, or `null`:
+    /// never remembered); `args` and `kwargs` the JSON text of the arguments as the
+    /// client sent them (the same client sends the same bytes again).
+    pub(crate) fn key(
+        &self,
+        id: Option<&str>,
         function: &str,
-        args: &[Value],
-        kwargs: &Map<String, Value>,
+        args: &[u8],
+        kwargs: &[u8],
     ) -> Option<RetryKey> {
-        let id = match id {
-            Value::Null => return None,
-            other => other.to_string(),
+        let id = id.filter(|id| *id != "null")?;
+        let mut h = self.args.build_hasher();
+        // Each part with its length first: no two splits of the same bytes agree.
+        for part in [args, kwargs] {
+            h.write_usize(part.len());
+            h.write(part);
+        }
+        let arguments = h.finish();
+        let digest = |state: &RandomState| {
+            let mut h = state.build_hasher();
+            for part in [id.as_bytes(), function.as_bytes()] {
+                h.write_usize(part.len());
+                h.write(part);
+            }
+            h.write_u64(arguments);
+            h.finish()
         };
-        let mut h = DefaultHasher::new();
-        function.hash(&mut h);
-        // JSON text is a canonical enough form here: the same client sends the same bytes.
-        // Streamed into the hasher: no copy of the arguments, no string built.
-        let _ = serde_json::to_writer(HashWriter(&mut h), args);
-        h.write_u8(0xff);
-        let _ = serde_json::to_writer(HashWriter(&mut h), kwargs);
         Some(RetryKey {
-            id,
-            fingerprint: h.finish(),
+            lo: digest(&self.lo),
+            hi: digest(&self.hi),
         })
     }
 }
 
-/// Feeds written bytes to a hasher.
-struct HashWriter<'h>(&'h mut DefaultHasher);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// What is known of a recent request.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Seen {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Seen<'a> {
     /// Still queued or running, under this broker key.
     Running(u64),
-    /// Finished; this is the encoded reply.
-    Done(Vec<u8>),
+    /// Finished; the outcome's JSON, a result (`error` false) or an error object.
+    Done { error: bool, body: &'a [u8] },
 }
 
-struct Entry {
-    seen: Seen,
-    expires: Instant,
+/// Outcomes up to this many bytes are kept inside the slot.
+const INLINE: usize = 8;
+
+/// The longest an entry can be remembered: expiry times are kept as 32-bit
+/// milliseconds, moved to a new base before they could overflow.
+const MAX_WINDOW: Duration = Duration::from_millis(1 << 30); // about 12 days
+
+/// A slot's state. 11 bytes, all byte-aligned, so that a slot is 32 bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stored {
+    /// Forgotten or replaced; skipped until it reaches the front of the queue.
+    Dead,
+    /// Queued or running under this broker key (little-endian).
+    Running([u8; 8]),
+    Inline {
+        error: bool,
+        len: u8,
+        bytes: [u8; INLINE],
+    },
+    /// The outcome is in [`Recent::heap`] under the slot's sequence number.
+    Heap { error: bool },
+}
+
+#[derive(Debug)]
+struct Slot {
+    key: RetryKey,
+    /// Milliseconds after [`Recent::base`] at which the entry is forgotten.
+    expires: u32,
+    stored: Stored,
+}
+
+/// The index hashes nothing: its keys are already uniform random 64-bit values.
+#[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in for completeness.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// Bounded map from [`RetryKey`] to [`Seen`].
@@ -79,171 +150,471 @@ pub(crate) struct Recent {
     window: Duration,
     max_entries: usize,
     max_bytes: usize,
+    /// Bytes of outcomes stored outside their slots.
     bytes: usize,
-    entries: HashMap<RetryKey, Entry>,
-    /// Insertion order for eviction; may hold keys already removed or re-inserted.
-    order: VecDeque<(Instant, RetryKey)>,
+    /// Live entries (the queue also holds dead slots).
+    live: usize,
+    base: Instant,
+    /// Outcomes longer than [`INLINE`], by their slot's sequence number.
+    heap: HashMap<u64, Box<[u8]>, BuildHasherDefault<Identity>>,
+    /// Slots in insertion order; `slots[i]` has sequence number `front_seq + i`.
+    slots: VecDeque<Slot>,
+    front_seq: u64,
+    /// The key's `lo` half -> sequence number of its live slot. Two live keys that share
+    /// `lo` (chance 2^-64 per pair) cannot both be indexed: the older one is forgotten,
+    /// which only means its retry would run again.
+    index: HashMap<u64, u64, BuildHasherDefault<Identity>>,
 }
 
 impl Recent {
-    pub(crate) fn new(window: Duration, max_entries: usize, max_bytes: usize) -> Recent {
+    /// `window` is the longest an entry is remembered (zero turns retries off; at most
+    /// about 12 days), `max_entries` and `max_bytes` the bounds on entries and stored
+    /// outcome bytes.
+    pub(crate) fn new(
+        window: Duration,
+        max_entries: usize,
+        max_bytes: usize,
+        now: Instant,
+    ) -> Recent {
         Recent {
-            window,
+            window: window.min(MAX_WINDOW),
             max_entries,
             max_bytes,
             bytes: 0,
-            entries: HashMap::new(),
-            order: VecDeque::new(),
+            live: 0,
+            base: now,
+            heap: HashMap::default(),
+            slots: VecDeque::new(),
+            front_seq: 0,
+            index: HashMap::default(),
         }
     }
 
-    pub(crate) fn get(&self, key: &RetryKey, now: Instant) -> Option<&Seen> {
-        self.entries
-            .get(key)
-            .filter(|e| e.expires > now)
-            .map(|e| &e.seen)
+    fn ms(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Remembers a request that has started (queued or running) under broker key `job`.
-    pub(crate) fn start(&mut self, key: RetryKey, job: u64, now: Instant) {
-        self.put(key, Seen::Running(job), now);
+    /// When an entry remembered for `remember` from `now` expires (evict keeps `now`
+    /// below 2^31 ms after the base, and the window is at most 2^30 ms).
+    fn expiry(&self, remember: Duration, now: Instant) -> u32 {
+        u32::try_from(self.ms(now + remember.min(self.window))).unwrap_or(u32::MAX)
     }
 
-    /// Stores the reply of a finished request. Nothing is stored when retries are off
-    /// (zero window or capacity) or the reply alone exceeds the byte budget.
-    pub(crate) fn finish(&mut self, key: RetryKey, reply: Vec<u8>, now: Instant) {
-        if reply.len() + 2 * key.id.len() > self.max_bytes {
-            self.forget(&key);
-            return;
+    fn slot(&self, key: &RetryKey) -> Option<usize> {
+        let seq = *self.index.get(&key.lo)?;
+        let i = usize::try_from(seq.checked_sub(self.front_seq)?).ok()?;
+        (self.slots.get(i)?.key == *key).then_some(i)
+    }
+
+    pub(crate) fn get(&self, key: &RetryKey, now: Instant) -> Option<Seen<'_>> {
+        let i = self.slot(key)?;
+        let slot = &self.slots[i];
+        if u64::from(slot.expires) <= self.ms(now) {
+            return None;
         }
-        self.put(key, Seen::Done(reply), now);
-    }
-
-    /// Forgets a request that ended without running (it may safely run if retried).
-    pub(crate) fn forget(&mut self, key: &RetryKey) {
-        if let Some(e) = self.entries.remove(key) {
-            self.bytes -= size(key, &e.seen);
+        match &slot.stored {
+            Stored::Dead => None,
+            Stored::Running(job) => Some(Seen::Running(u64::from_le_bytes(*job))),
+            Stored::Inline { error, len, bytes } => Some(Seen::Done {
+                error: *error,
+                body: &bytes[..usize::from(*len).min(INLINE)],
+            }),
+            Stored::Heap { error } => Some(Seen::Done {
+                error: *error,
+                body: self.heap.get(&(self.front_seq + i as u64))?,
+            }),
         }
     }
 
-    fn put(&mut self, key: RetryKey, seen: Seen, now: Instant) {
+    /// Remembers a request that has started (queued or running) under broker key `job`,
+    /// until `remember` from now (at most the window).
+    pub(crate) fn start(&mut self, key: RetryKey, job: u64, remember: Duration, now: Instant) {
         if self.window.is_zero() || self.max_entries == 0 {
             return;
         }
         self.forget(&key);
-        self.bytes += size(&key, &seen);
-        let expires = now + self.window;
-        self.order.push_back((expires, key.clone()));
-        self.entries.insert(key, Entry { seen, expires });
+        if let Some(old) = self
+            .index
+            .insert(key.lo, self.front_seq + self.slots.len() as u64)
+        {
+            // A different key with the same `lo`: it loses its place (see `index`).
+            self.kill(old);
+        }
+        let expires = self.expiry(remember, now);
+        self.slots.push_back(Slot {
+            key,
+            expires,
+            stored: Stored::Running(job.to_le_bytes()),
+        });
+        self.live += 1;
         self.evict(now);
     }
 
-    /// Drops expired entries, then the oldest ones while over a bound. Entries of
-    /// running requests are dropped last: dropping one only means a retry runs again.
+    /// A retry of a remembered request arrived: it is remembered at least until
+    /// `remember` from now (at most the window).
+    pub(crate) fn extend(&mut self, key: &RetryKey, remember: Duration, now: Instant) {
+        let until = self.expiry(remember, now);
+        if let Some(i) = self.slot(key) {
+            let slot = &mut self.slots[i];
+            slot.expires = slot.expires.max(until);
+        }
+    }
+
+    /// Stores the outcome of a finished request (`error`: `body` is an error object,
+    /// else a result), in the slot its start took. Nothing is stored when the request
+    /// is no longer remembered or the outcome alone exceeds the byte budget.
+    pub(crate) fn finish(&mut self, key: &RetryKey, error: bool, body: &[u8], now: Instant) {
+        let Some(i) = self.slot(key) else {
+            return;
+        };
+        if body.len() > self.max_bytes {
+            self.forget(key);
+            return;
+        }
+        let seq = self.front_seq + i as u64;
+        self.drop_heap(seq);
+        self.slots[i].stored = if body.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..body.len()].copy_from_slice(body);
+            Stored::Inline {
+                error,
+                len: body.len() as u8,
+                bytes,
+            }
+        } else {
+            self.bytes += body.len();
+            self.heap.insert(seq, body.into());
+            Stored::Heap { error }
+        };
+        self.evict(now);
+    }
+
+    /// Frees the outcome kept apart for slot `seq`, if any.
+    fn drop_heap(&mut self, seq: u64) {
+        if let Some(body) = self.heap.remove(&seq) {
+            self.bytes -= body.len();
+        }
+    }
+
+    /// Forgets a request that ended without running (it may safely run if retried).
+    pub(crate) fn forget(&mut self, key: &RetryKey) {
+        if self.slot(key).is_some() {
+            if let Some(seq) = self.index.remove(&key.lo) {
+                self.kill(seq);
+            }
+        }
+    }
+
+    /// Marks the slot with sequence number `seq` dead (it is no longer indexed).
+    fn kill(&mut self, seq: u64) {
+        let Some(i) = seq
+            .checked_sub(self.front_seq)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return;
+        };
+        if let Some(slot) = self.slots.get_mut(i) {
+            if slot.stored != Stored::Dead {
+                slot.stored = Stored::Dead;
+                self.live -= 1;
+                self.drop_heap(seq);
+            }
+        }
+    }
+
+    /// Drops dead and expired entries from the front, and the oldest ones while over a
+    /// bound. An expired entry behind a live one is invisible to [`Recent::get`] and
+    /// freed when it reaches the front.
     pub(crate) fn evict(&mut self, now: Instant) {
-        // Looks at the front by reference: this runs on every turn of the broker loop.
-        while let Some((expires, _)) = self.order.front() {
-            let over = self.entries.len() > self.max_entries || self.bytes > self.max_bytes;
-            if *expires > now && !over {
+        let now = self.ms(now);
+        if now >= 1 << 31 {
+            // Move the base to now, before 32-bit expiry times could overflow.
+            let shift = now;
+            self.base += Duration::from_millis(shift);
+            for slot in &mut self.slots {
+                slot.expires = slot.expires.saturating_sub(shift as u32);
+            }
+            return self.evict(self.base);
+        }
+        while let Some(front) = self.slots.front() {
+            let over = self.live > self.max_entries || self.bytes > self.max_bytes;
+            let dead = front.stored == Stored::Dead;
+            if !dead && u64::from(front.expires) > now && !over {
                 break;
             }
-            let Some((expires, key)) = self.order.pop_front() else {
-                break;
-            };
-            // Remove only if this order slot is the entry's current one.
-            if self.entries.get(&key).is_some_and(|e| e.expires == expires) {
-                self.forget(&key);
+            if !dead {
+                let lo = front.key.lo;
+                self.kill(self.front_seq);
+                if self.index.get(&lo) == Some(&self.front_seq) {
+                    self.index.remove(&lo);
+                }
             }
+            self.slots.pop_front();
+            self.front_seq += 1;
+        }
+        // Give memory back after a burst, but not on every small dip.
+        if self.slots.capacity() > 1024 && self.slots.len() < self.slots.capacity() / 4 {
+            self.slots.shrink_to(self.slots.len() * 2);
+            self.index.shrink_to(self.index.len() * 2);
+            self.heap.shrink_to(self.heap.len() * 2);
         }
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.live
     }
-}
-
-/// Bytes an entry holds: its stored reply, and its id twice (the map's key and the
-/// eviction order's copy). Counting the id keeps huge ids (a hostile client's 4 MiB
-/// string, say) inside the byte budget too.
-fn size(key: &RetryKey, seen: &Seen) -> usize {
-    let reply = match seen {
-        Seen::Running(_) => 0,
-        Seen::Done(reply) => reply.len(),
-    };
-    reply + 2 * key.id.len()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn key(id: u64) -> RetryKey {
-        RetryKey::of(&json!(id), "mul", &[json!(3), json!(4)], &Map::new()).unwrap()
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn keys() -> KeyHasher {
+        KeyHasher::new()
+    }
+
+    fn key(h: &KeyHasher, id: u64) -> RetryKey {
+        h.key(Some(&id.to_string()), "mul", b"[3,4]", b"").unwrap()
+    }
+
+    fn done(body: &[u8]) -> Option<Seen<'_>> {
+        Some(Seen::Done { error: false, body })
     }
 
     #[test]
-    fn huge_ids_count_against_the_byte_budget() {
-        let now = Instant::now();
-        let mut r = Recent::new(Duration::from_secs(60), 1000, 10_000);
-        let huge = |n: u64| {
-            RetryKey::of(
-                &json!(format!("{n}{}", "x".repeat(3000))),
-                "f",
-                &[],
-                &Map::new(),
-            )
-            .unwrap()
-        };
-        for n in 0..100 {
-            r.start(huge(n), n, now);
-        }
-        assert!(r.bytes <= 10_000, "{}", r.bytes);
-        assert!(r.entries.len() <= 2, "{}", r.entries.len());
-        assert!(r.get(&huge(99), now).is_some(), "the newest is kept");
+    fn a_slot_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
+    }
+
+    #[test]
+    fn expiry_times_survive_a_long_uptime() {
+        let h = keys();
+        let start = Instant::now();
+        let mut r = Recent::new(MINUTE, 100, 1 << 20, start);
+        // 30 days in, past 32-bit milliseconds from the start.
+        let now = start + Duration::from_secs(30 * 86_400);
+        r.evict(now);
+        r.start(key(&h, 1), 1, Duration::from_secs(10), now);
+        r.start(key(&h, 2), 2, MINUTE, now);
+        r.evict(now + Duration::from_secs(5));
+        assert_eq!(
+            r.get(&key(&h, 1), now + Duration::from_secs(9)),
+            Some(Seen::Running(1))
+        );
+        assert_eq!(r.get(&key(&h, 1), now + Duration::from_secs(10)), None);
+        let later = now + Duration::from_secs(30 * 86_400);
+        r.evict(later);
+        assert_eq!(r.len(), 0, "expired across a change of base");
+        r.start(key(&h, 3), 3, Duration::from_secs(10), later);
+        assert!(r.get(&key(&h, 3), later + Duration::from_secs(9)).is_some());
+        assert_eq!(r.get(&key(&h, 3), later + Duration::from_secs(10)), None);
     }
 
     #[test]
     fn same_id_different_call_is_not_a_retry() {
-        let a = RetryKey::of(&json!("x"), "mul", &[json!(1)], &Map::new());
-        let b = RetryKey::of(&json!("x"), "mul", &[json!(2)], &Map::new());
-        assert_ne!(a, b);
-        assert_eq!(RetryKey::of(&Value::Null, "mul", &[], &Map::new()), None);
+        let h = keys();
+        let a = h.key(Some("\"x\""), "mul", b"[1]", b"");
+        assert_eq!(a, h.key(Some("\"x\""), "mul", b"[1]", b""));
+        assert_ne!(a, h.key(Some("\"x\""), "mul", b"[2]", b""));
+        assert_ne!(a, h.key(Some("\"x\""), "add", b"[1]", b""));
+        assert_ne!(a, h.key(Some("\"y\""), "mul", b"[1]", b""));
+        assert_ne!(a, h.key(Some("\"x\""), "mul", b"[1]", b"{\"a\":1}"));
+        // Moving bytes from one part to the next is a different call.
+        assert_ne!(
+            h.key(Some("1"), "ab", b"", b""),
+            h.key(Some("1"), "a", b"b", b"")
+        );
+        assert_eq!(h.key(None, "mul", b"[]", b""), None);
+        assert_eq!(h.key(Some("null"), "mul", b"[]", b""), None);
+        // Keys are per broker: another broker's hash keys differ.
+        assert_ne!(a, keys().key(Some("\"x\""), "mul", b"[1]", b""));
     }
 
     #[test]
-    fn remembers_until_the_window_ends() {
+    fn huge_ids_cost_no_memory() {
+        let h = keys();
         let now = Instant::now();
-        let mut r = Recent::new(Duration::from_secs(60), 100, 1 << 20);
-        r.start(key(1), 7, now);
-        assert_eq!(r.get(&key(1), now), Some(&Seen::Running(7)));
-        r.finish(key(1), b"reply".to_vec(), now);
-        assert_eq!(r.get(&key(1), now), Some(&Seen::Done(b"reply".to_vec())));
-        let later = now + Duration::from_secs(61);
-        assert_eq!(r.get(&key(1), later), None);
+        let mut r = Recent::new(MINUTE, 1000, 10_000, now);
+        let huge = |n: u64| {
+            h.key(
+                Some(&format!("\"{n}{}\"", "x".repeat(3000))),
+                "f",
+                b"[]",
+                b"",
+            )
+            .unwrap()
+        };
+        for n in 0..100 {
+            r.start(huge(n), n, MINUTE, now);
+        }
+        assert_eq!(r.len(), 100);
+        assert_eq!(r.bytes, 0);
+        assert_eq!(r.get(&huge(0), now), Some(Seen::Running(0)));
+    }
+
+    #[test]
+    fn remembers_until_its_time_ends() {
+        let h = keys();
+        let now = Instant::now();
+        let mut r = Recent::new(MINUTE, 100, 1 << 20, now);
+        r.start(key(&h, 1), 7, Duration::from_secs(10), now);
+        assert_eq!(r.get(&key(&h, 1), now), Some(Seen::Running(7)));
+        r.finish(&key(&h, 1), false, b"12", now + Duration::from_secs(1));
+        assert_eq!(r.get(&key(&h, 1), now), done(b"12"));
+        let at = |s| now + Duration::from_secs(s);
+        assert_eq!(r.get(&key(&h, 1), at(9)), done(b"12"));
+        assert_eq!(r.get(&key(&h, 1), at(10)), None, "forgotten at its time");
+        r.evict(at(10));
+        assert_eq!(r.len(), 0);
+        assert!(r.slots.is_empty() && r.index.is_empty());
+    }
+
+    #[test]
+    fn never_longer_than_the_window() {
+        let h = keys();
+        let now = Instant::now();
+        let mut r = Recent::new(Duration::from_secs(5), 100, 1 << 20, now);
+        r.start(key(&h, 1), 7, Duration::from_secs(3600), now);
+        assert!(r
+            .get(&key(&h, 1), now + Duration::from_millis(4999))
+            .is_some());
+        assert_eq!(r.get(&key(&h, 1), now + Duration::from_secs(5)), None);
+    }
+
+    #[test]
+    fn a_retry_extends_the_time() {
+        let h = keys();
+        let now = Instant::now();
+        let mut r = Recent::new(MINUTE, 100, 1 << 20, now);
+        r.start(key(&h, 1), 7, Duration::from_secs(10), now);
+        r.extend(
+            &key(&h, 1),
+            Duration::from_secs(10),
+            now + Duration::from_secs(8),
+        );
+        r.extend(
+            &key(&h, 1),
+            Duration::from_secs(1),
+            now + Duration::from_secs(9),
+        );
+        assert!(r.get(&key(&h, 1), now + Duration::from_secs(17)).is_some());
+        assert_eq!(r.get(&key(&h, 1), now + Duration::from_secs(18)), None);
+    }
+
+    #[test]
+    fn expired_entries_behind_a_live_one_are_freed_when_it_goes() {
+        let h = keys();
+        let now = Instant::now();
+        let mut r = Recent::new(MINUTE, 100, 1 << 20, now);
+        r.start(key(&h, 1), 1, Duration::from_secs(30), now);
+        for i in 2..10 {
+            r.start(key(&h, i), i, Duration::from_secs(1), now);
+        }
+        let later = now + Duration::from_secs(2);
         r.evict(later);
+        assert_eq!(r.get(&key(&h, 5), later), None);
+        assert!(r.get(&key(&h, 1), later).is_some());
+        r.evict(now + Duration::from_secs(30));
+        assert_eq!(r.slots.len(), 0);
+        assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn forgotten_and_restarted_entries_leave_no_stale_state() {
+        let h = keys();
+        let now = Instant::now();
+        let mut r = Recent::new(MINUTE, 100, 1 << 20, now);
+        r.start(key(&h, 1), 1, MINUTE, now);
+        r.forget(&key(&h, 1));
+        assert_eq!(r.get(&key(&h, 1), now), None);
+        r.finish(&key(&h, 1), false, b"late", now);
+        assert_eq!(
+            r.get(&key(&h, 1), now),
+            None,
+            "a forgotten call stores nothing"
+        );
+        r.start(key(&h, 1), 2, MINUTE, now);
+        r.start(key(&h, 1), 3, MINUTE, now);
+        assert_eq!(r.get(&key(&h, 1), now), Some(Seen::Running(3)));
+        assert_eq!(r.len(), 1);
+        let long = vec![b'7'; 100];
+        r.finish(&key(&h, 1), true, &long, now);
+        assert_eq!(
+            r.get(&key(&h, 1), now),
+            Some(Seen::Done {
+                error: true,
+                body: &long
+            })
+        );
+        assert_eq!(r.bytes, 100);
+        r.forget(&key(&h, 1));
+        assert_eq!(r.bytes, 0);
         assert_eq!(r.len(), 0);
     }
 
     #[test]
     fn bounded_in_count_and_bytes() {
+        let h = keys();
         let now = Instant::now();
-        // Entries cost their reply plus twice their id ("0".."10": 1-2 bytes).
-        let mut r = Recent::new(Duration::from_secs(60), 3, 12);
+        let mut r = Recent::new(MINUTE, 3, 40, now);
         for i in 0..5 {
-            r.finish(key(i), b"12".to_vec(), now);
+            r.start(key(&h, i), i, MINUTE, now);
+            r.finish(&key(&h, i), false, b"12", now);
         }
         assert_eq!(r.len(), 3, "count bound");
-        assert_eq!(r.get(&key(0), now), None, "oldest went first");
-        r.finish(key(9), b"123456789".to_vec(), now);
-        assert!(r.bytes <= 12, "byte bound: {}", r.bytes);
-        assert!(r.get(&key(9), now).is_some());
-        r.finish(key(10), vec![0; 9], now);
+        assert_eq!(r.get(&key(&h, 0), now), None, "oldest went first");
+        assert_eq!(r.get(&key(&h, 4), now), done(b"12"));
+        // Outcomes over the inline size count against the byte budget.
+        let body = [b'x'; 30];
+        r.start(key(&h, 9), 9, MINUTE, now);
+        r.finish(&key(&h, 9), false, &body, now);
+        r.start(key(&h, 10), 10, MINUTE, now);
+        r.finish(&key(&h, 10), false, &body, now);
+        assert!(r.bytes <= 40, "byte bound: {}", r.bytes);
+        assert_eq!(r.get(&key(&h, 9), now), None, "older one dropped for bytes");
+        assert_eq!(r.get(&key(&h, 10), now), done(&body));
+        r.start(key(&h, 11), 11, MINUTE, now);
+        r.finish(&key(&h, 11), false, &[0; 41], now);
         assert_eq!(
-            r.get(&key(10), now),
+            r.get(&key(&h, 11), now),
             None,
-            "a reply over the budget is not stored"
+            "an outcome over the budget is not stored"
+        );
+    }
+
+    #[test]
+    fn off_when_the_window_or_the_count_is_zero() {
+        let h = keys();
+        let now = Instant::now();
+        for mut r in [
+            Recent::new(Duration::ZERO, 100, 1000, now),
+            Recent::new(MINUTE, 0, 1000, now),
+        ] {
+            r.start(key(&h, 1), 1, MINUTE, now);
+            r.finish(&key(&h, 1), false, b"1", now);
+            assert_eq!(r.get(&key(&h, 1), now), None);
+            assert_eq!(r.len(), 0);
+        }
+    }
+
+    #[test]
+    fn memory_is_returned_after_a_burst() {
+        let h = keys();
+        let now = Instant::now();
+        let mut r = Recent::new(MINUTE, 100_000, 1 << 20, now);
+        for i in 0..20_000 {
+            r.start(key(&h, i), i, Duration::from_secs(1), now);
+        }
+        let cap = r.slots.capacity();
+        r.evict(now + Duration::from_secs(2));
+        assert_eq!(r.len(), 0);
+        assert!(
+            r.slots.capacity() < cap / 4,
+            "{} of {cap}",
+            r.slots.capacity()
         );
     }
 }
