@@ -22,22 +22,6 @@ fn start() -> ServerHandle {
     server.start().expect("server starts")
 }
 
-fn dealer(ctx: &zmq::Context, port: u16) -> zmq::Socket {
-    let s = ctx.socket(zmq::DEALER).unwrap();
-    s.set_linger(0).unwrap();
-    s.connect(&format!("tcp://127.0.0.1:{port}")).unwrap();
-    s
-}
-
-fn recv(s: &zmq::Socket, wait: Duration) -> Option<Vec<Vec<u8>>> {
-    (s.poll(zmq::POLLIN, wait.as_millis() as i64).unwrap() > 0)
-        .then(|| s.recv_multipart(0).unwrap())
-}
-
-fn still_serves(client: &RpcClient, row: &str) {
-    assert_eq!(client.call::<i64>("add", (20, 22)), Ok(42), "after {row}");
-}
-
 /// This process's resident memory, from /proc (Linux).
 fn rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -61,7 +45,7 @@ fn huge_ids_from_an_admitted_client_do_not_grow_memory_without_bound() {
         }
         let server = start();
         let ctx = zmq::Context::new();
-        let s = dealer(&ctx, server.port());
+        let s = common::raw_dealer(&ctx, server.port());
         // Each request is valid and runs; the broker keeps its id for retries (4.8),
         // and the reply echoes it: 3 MiB id (twice) + 3 MiB reply per request if kept.
         const REQUESTS: usize = 40;
@@ -76,7 +60,7 @@ fn huge_ids_from_an_admitted_client_do_not_grow_memory_without_bound() {
             let body = json!({"id": id, "password": PASSWORD, "function": "add", "args": [n, 1]});
             s.send_multipart([Vec::new(), body.to_string().into_bytes()], 0)
                 .unwrap();
-            let reply = recv(&s, REPLY_WAIT).expect("a reply");
+            let reply = common::recv_frames(&s, REPLY_WAIT).expect("a reply");
             let reply: Value = serde_json::from_slice(&reply[1]).unwrap();
             assert_eq!(reply["result"], json!(n + 1));
         }
@@ -94,6 +78,6 @@ fn huge_ids_from_an_admitted_client_do_not_grow_memory_without_bound() {
             grown >> 20
         );
         let client = RpcClient::new(PASSWORD, "127.0.0.1", server.port()).timeout(REPLY_WAIT);
-        still_serves(&client, "huge ids");
+        common::still_serves(&client, "huge ids");
     });
 }

@@ -27,22 +27,6 @@ fn start() -> ServerHandle {
     server.start().expect("server starts")
 }
 
-fn dealer(ctx: &zmq::Context, port: u16) -> zmq::Socket {
-    let s = ctx.socket(zmq::DEALER).unwrap();
-    s.set_linger(0).unwrap();
-    s.connect(&format!("tcp://127.0.0.1:{port}")).unwrap();
-    s
-}
-
-fn recv(s: &zmq::Socket, wait: Duration) -> Option<Vec<Vec<u8>>> {
-    (s.poll(zmq::POLLIN, wait.as_millis() as i64).unwrap() > 0)
-        .then(|| s.recv_multipart(0).unwrap())
-}
-
-fn still_serves(client: &RpcClient, row: &str) {
-    assert_eq!(client.call::<i64>("add", (20, 22)), Ok(42), "after {row}");
-}
-
 fn nested(depth: usize) -> String {
     format!("{}{}", "[".repeat(depth), "]".repeat(depth))
 }
@@ -178,11 +162,12 @@ fn hostile_client_messages_get_clear_errors_and_the_server_keeps_serving() {
             ),
         ];
         for (row, body, kind, prefix) in rows {
-            let s = dealer(&ctx, port);
+            let s = common::raw_dealer(&ctx, port);
             let mut frames = vec![Vec::new()];
             frames.extend(body);
             s.send_multipart(frames, 0).unwrap();
-            let reply = recv(&s, REPLY_WAIT).unwrap_or_else(|| panic!("{row}: no reply"));
+            let reply =
+                common::recv_frames(&s, REPLY_WAIT).unwrap_or_else(|| panic!("{row}: no reply"));
             assert_eq!(reply.len(), 2, "{row}: [empty, body]");
             let reply: Value = serde_json::from_slice(&reply[1])
                 .unwrap_or_else(|e| panic!("{row}: reply is not JSON: {e}"));
@@ -193,18 +178,18 @@ fn hostile_client_messages_get_clear_errors_and_the_server_keeps_serving() {
                 message.len() < 1024,
                 "{row}: the error does not echo the input"
             );
-            still_serves(&client, row);
+            common::still_serves(&client, row);
         }
         // A message over the size limit costs its sender the connection (libzmq drops
         // it before it is read); see tests/malformed.rs for the event-level check.
-        let s = dealer(&ctx, port);
+        let s = common::raw_dealer(&ctx, port);
         s.send_multipart([Vec::new(), vec![b' '; 5 * 1024 * 1024]], 0)
             .unwrap();
         assert!(
-            recv(&s, Duration::from_millis(500)).is_none(),
+            common::recv_frames(&s, Duration::from_millis(500)).is_none(),
             "oversized: no reply"
         );
-        still_serves(&client, "oversized message");
+        common::still_serves(&client, "oversized message");
         assert_eq!(
             server.dropped_messages(),
             0,
@@ -233,7 +218,7 @@ fn hostile_worker_messages_are_dropped_and_counted_and_the_broker_keeps_serving(
         let f = |frames: &[&[u8]]| frames.iter().map(|f| f.to_vec()).collect::<Vec<_>>();
         // A registered impostor that serves nothing anyone calls: replies for requests
         // it was never given must not reach any client.
-        let impostor = dealer(&ctx, worker_port);
+        let impostor = common::raw_dealer(&ctx, worker_port);
         impostor
             .send_multipart(ready("impostor", json!([{"name": "idle"}])), 0)
             .unwrap();
@@ -269,7 +254,7 @@ fn hostile_worker_messages_are_dropped_and_counted_and_the_broker_keeps_serving(
             let sender = if registered {
                 &impostor
             } else {
-                &dealer(&ctx, worker_port)
+                &common::raw_dealer(&ctx, worker_port)
             };
             sender.send_multipart(frames, 0).unwrap();
             // Counted, and nothing is sent back to the sender in return.
@@ -282,22 +267,22 @@ fn hostile_worker_messages_are_dropped_and_counted_and_the_broker_keeps_serving(
                 std::thread::sleep(Duration::from_millis(5));
             }
             assert_eq!(server.dropped_messages(), before + 1, "{row}");
-            still_serves(&client, row);
+            common::still_serves(&client, row);
         }
         // The impostor never received a request: it serves nothing anyone called.
-        let got = recv(&impostor, Duration::from_millis(100));
+        let got = common::recv_frames(&impostor, Duration::from_millis(100));
         assert!(
             got.as_ref().map_or(true, |m| m.get(1).map(Vec::as_slice)
                 == Some(&b"HEARTBEAT"[..])),
             "{got:?}"
         );
         // A stranger (never registered) sending valid commands is told to register.
-        let stranger = dealer(&ctx, worker_port);
+        let stranger = common::raw_dealer(&ctx, worker_port);
         stranger
             .send_multipart(f(&[b"ZRPC-W1", b"REPLY", b"1", reply_body]), 0)
             .unwrap();
-        let answer = recv(&stranger, REPLY_WAIT).expect("a DISCONNECT");
+        let answer = common::recv_frames(&stranger, REPLY_WAIT).expect("a DISCONNECT");
         assert_eq!(answer[1], b"DISCONNECT", "{answer:?}");
-        still_serves(&client, "stranger");
+        common::still_serves(&client, "stranger");
     });
 }

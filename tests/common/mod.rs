@@ -278,3 +278,23 @@ pub fn start_spec_server(
     server.add_external_function(move || seen.fetch_add(1, Ordering::SeqCst) + 1, "next");
     (server.start().expect("the spec server starts"), counter)
 }
+
+/// A bare DEALER connected to `port` on 127.0.0.1, for sending hand-made frames.
+pub fn raw_dealer(ctx: &zmq::Context, port: u16) -> zmq::Socket {
+    let s = ctx.socket(zmq::DEALER).unwrap();
+    s.set_linger(0).unwrap();
+    s.connect(&format!("tcp://127.0.0.1:{port}")).unwrap();
+    s
+}
+
+/// The next message on `s`, or `None` when nothing came within `wait`.
+pub fn recv_frames(s: &zmq::Socket, wait: Duration) -> Option<Vec<Vec<u8>>> {
+    (s.poll(zmq::POLLIN, wait.as_millis() as i64).unwrap() > 0)
+        .then(|| s.recv_multipart(0).unwrap())
+}
+
+/// Asserts that a normal call (`add(20, 22)` on a server that serves the seed's `add`)
+/// still works after the hostile input named by `row`.
+pub fn still_serves(client: &RpcClient, row: &str) {
+    assert_eq!(client.call::<i64>("add", (20, 22)), Ok(42), "after {row}");
+}
