@@ -525,6 +525,109 @@ pub(crate) fn connect_push(ctx: &zmq::Context, name: &str) -> Result<zmq::Socket
     Ok(s)
 }
 
+/// Frames shorter than this are copied into libzmq's own message; longer ones are handed
+/// over without a copy. A copy of up to 33 bytes needs no allocation at all (libzmq keeps
+/// it inside the message), a longer one a single allocation; handing a `Vec` over costs
+/// a shrinking reallocation (an encoder's `Vec` has spare capacity) plus libzmq's
+/// allocation for the ownership record, so below this size the copy is the cheaper way.
+const COPY_FRAMES_BELOW: usize = 64 * 1024;
+
+/// Sends one multipart message, as `zmq::Socket::send_multipart` does, but copies short
+/// frames (see [`COPY_FRAMES_BELOW`]): most frames of a call are a few bytes long.
+pub(crate) fn send_frames<T>(
+    socket: &zmq::Socket,
+    frames: impl IntoIterator<Item = T>,
+    flags: i32,
+) -> zmq::Result<()>
+where
+    T: AsRef<[u8]> + Into<zmq::Message>,
+{
+    let mut frames = frames.into_iter().peekable();
+    while let Some(frame) = frames.next() {
+        let more = if frames.peek().is_some() {
+            zmq::SNDMORE
+        } else {
+            0
+        };
+        if frame.as_ref().len() < COPY_FRAMES_BELOW {
+            socket.send(frame.as_ref(), flags | more)?;
+        } else {
+            socket.send(frame.into(), flags | more)?;
+        }
+    }
+    Ok(())
+}
+
+/// Receive buffers that grew beyond this are freed after use rather than kept, so one
+/// large call does not pin its size in memory.
+const KEEP_BUFFERS_UP_TO: usize = 64 * 1024;
+
+/// A multipart receiver that reuses its frame buffers and its `zmq::Message` from one
+/// message to the next, instead of `recv_multipart`'s fresh `Vec` per frame and per
+/// message: frames of a call are mostly a few bytes long, and each would be an
+/// allocation.
+pub(crate) struct FrameReader {
+    part: zmq::Message,
+    frames: Vec<Vec<u8>>,
+    len: usize,
+}
+
+impl Default for FrameReader {
+    fn default() -> Self {
+        FrameReader {
+            part: zmq::Message::new(),
+            frames: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl FrameReader {
+    /// Receives the next whole message without blocking; `false` when none is ready (or
+    /// the socket failed mid-message, as `recv_multipart` would report).
+    pub(crate) fn recv(&mut self, socket: &zmq::Socket) -> bool {
+        self.release_large();
+        self.len = 0;
+        loop {
+            if socket.recv(&mut self.part, zmq::DONTWAIT).is_err() {
+                self.len = 0;
+                return false;
+            }
+            if self.frames.len() == self.len {
+                self.frames.push(Vec::new());
+            }
+            let buf = &mut self.frames[self.len];
+            buf.clear();
+            buf.extend_from_slice(&self.part);
+            self.len += 1;
+            if !self.part.get_more() {
+                return true;
+            }
+        }
+    }
+
+    /// The frames of the last message received.
+    pub(crate) fn frames(&self) -> &[Vec<u8>] {
+        &self.frames[..self.len]
+    }
+
+    /// Takes frame `i` of the last message out (an empty frame stays in its place).
+    pub(crate) fn take(&mut self, i: usize) -> Vec<u8> {
+        self.frames[..self.len]
+            .get_mut(i)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn release_large(&mut self) {
+        for buf in &mut self.frames {
+            if buf.capacity() > KEEP_BUFFERS_UP_TO {
+                *buf = Vec::new();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
