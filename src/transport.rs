@@ -653,6 +653,42 @@ mod tests {
     }
 
     #[test]
+    fn frames_round_trip_with_reused_buffers() {
+        let ctx = zmq::Context::new();
+        let (a, b) = pipe(&ctx).unwrap();
+        let mut reader = FrameReader::default();
+        assert!(!reader.recv(&b), "nothing sent yet");
+        // Empty, VSM-sized, copied and handed-over frames, owned and borrowed.
+        let big = vec![7u8; COPY_FRAMES_BELOW + 1];
+        let first: Vec<Vec<u8>> = vec![b"id".to_vec(), Vec::new(), vec![1; 100], big.clone()];
+        send_frames(&a, first.clone(), 0).unwrap();
+        send_frames(&a, [&b"x"[..], &[2; 40][..]], 0).unwrap();
+        send_frames(&a, [big.as_slice()], 0).unwrap();
+        let wait = |r: &mut FrameReader| {
+            let end = std::time::Instant::now() + Duration::from_secs(5);
+            while !r.recv(&b) {
+                assert!(std::time::Instant::now() < end, "message not received");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        wait(&mut reader);
+        assert_eq!(reader.frames(), first.as_slice());
+        assert_eq!(reader.take(0), b"id");
+        assert_eq!(reader.take(9), Vec::<u8>::new(), "no such frame");
+        // A shorter message reuses the buffers and shows only its own frames.
+        wait(&mut reader);
+        assert_eq!(reader.frames(), [b"x".to_vec(), vec![2; 40]].as_slice());
+        wait(&mut reader);
+        assert_eq!(reader.frames(), [big].as_slice());
+        assert!(!reader.recv(&b), "all three messages were read");
+        // A large buffer is not kept once the next message is read.
+        assert!(reader
+            .frames
+            .iter()
+            .all(|f| f.capacity() <= KEEP_BUFFERS_UP_TO));
+    }
+
+    #[test]
     fn loopback_hosts() {
         for h in ["localhost", "127.0.0.1", "127.1.2.3", "::1", "[::1]"] {
             assert!(is_loopback_host(h), "{h}");
