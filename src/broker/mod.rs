@@ -22,7 +22,10 @@ use crate::error::Error;
 use crate::transport::{self, Curve, TcpOptions};
 
 /// Messages taken from one socket before the loop looks at the other, so neither side
-/// can starve the other.
+/// can starve the other. At ~50 µs of server CPU per call, 256 messages are ~13 ms: a
+/// flood delays the other socket, the control pipe and the timers by at most that (far
+/// below the 1 s heartbeat interval), while under load one `zmq_poll` serves up to 256
+/// messages.
 const BATCH: usize = 256;
 
 /// A standalone broker, as `zmq-rpc broker` runs it: clients connect to `port`, worker
