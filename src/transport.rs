@@ -600,7 +600,13 @@ impl FrameReader {
             buf.clear();
             buf.extend_from_slice(&self.part);
             self.len += 1;
-            if !self.part.get_more() {
+            let more = self.part.get_more();
+            if self.part.len() > KEEP_BUFFERS_UP_TO {
+                // Let libzmq have a large message's memory back now, not at the next
+                // receive (over TCP it may be the decoder's buffer).
+                self.part = zmq::Message::new();
+            }
+            if !more {
                 return true;
             }
         }
