@@ -525,6 +525,115 @@ pub(crate) fn connect_push(ctx: &zmq::Context, name: &str) -> Result<zmq::Socket
     Ok(s)
 }
 
+/// Frames shorter than this are copied into libzmq's own message; longer ones are handed
+/// over without a copy. A copy of up to 33 bytes needs no allocation at all (libzmq keeps
+/// it inside the message), a longer one a single allocation; handing a `Vec` over costs
+/// a shrinking reallocation (an encoder's `Vec` has spare capacity) plus libzmq's
+/// allocation for the ownership record, so below this size the copy is the cheaper way.
+const COPY_FRAMES_BELOW: usize = 64 * 1024;
+
+/// Sends one multipart message, as `zmq::Socket::send_multipart` does, but copies short
+/// frames (see [`COPY_FRAMES_BELOW`]): most frames of a call are a few bytes long.
+pub(crate) fn send_frames<T>(
+    socket: &zmq::Socket,
+    frames: impl IntoIterator<Item = T>,
+    flags: i32,
+) -> zmq::Result<()>
+where
+    T: AsRef<[u8]> + Into<zmq::Message>,
+{
+    let mut frames = frames.into_iter().peekable();
+    while let Some(frame) = frames.next() {
+        let more = if frames.peek().is_some() {
+            zmq::SNDMORE
+        } else {
+            0
+        };
+        if frame.as_ref().len() < COPY_FRAMES_BELOW {
+            socket.send(frame.as_ref(), flags | more)?;
+        } else {
+            socket.send(frame.into(), flags | more)?;
+        }
+    }
+    Ok(())
+}
+
+/// Receive buffers that grew beyond this are freed after use rather than kept, so one
+/// large call does not pin its size in memory.
+const KEEP_BUFFERS_UP_TO: usize = 64 * 1024;
+
+/// A multipart receiver that reuses its frame buffers and its `zmq::Message` from one
+/// message to the next, instead of `recv_multipart`'s fresh `Vec` per frame and per
+/// message: frames of a call are mostly a few bytes long, and each would be an
+/// allocation.
+pub(crate) struct FrameReader {
+    part: zmq::Message,
+    frames: Vec<Vec<u8>>,
+    len: usize,
+}
+
+impl Default for FrameReader {
+    fn default() -> Self {
+        FrameReader {
+            part: zmq::Message::new(),
+            frames: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl FrameReader {
+    /// Receives the next whole message without blocking; `false` when none is ready (or
+    /// the socket failed mid-message, as `recv_multipart` would report).
+    pub(crate) fn recv(&mut self, socket: &zmq::Socket) -> bool {
+        self.release_large();
+        self.len = 0;
+        loop {
+            if socket.recv(&mut self.part, zmq::DONTWAIT).is_err() {
+                self.len = 0;
+                return false;
+            }
+            if self.frames.len() == self.len {
+                self.frames.push(Vec::new());
+            }
+            let buf = &mut self.frames[self.len];
+            buf.clear();
+            buf.extend_from_slice(&self.part);
+            self.len += 1;
+            let more = self.part.get_more();
+            if self.part.len() > KEEP_BUFFERS_UP_TO {
+                // Let libzmq have a large message's memory back now, not at the next
+                // receive (over TCP it may be the decoder's buffer).
+                self.part = zmq::Message::new();
+            }
+            if !more {
+                return true;
+            }
+        }
+    }
+
+    /// The frames of the last message received.
+    pub(crate) fn frames(&self) -> &[Vec<u8>] {
+        &self.frames[..self.len]
+    }
+
+    /// Takes frame `i` of the last message out (an empty frame stays in its place).
+    pub(crate) fn take(&mut self, i: usize) -> Vec<u8> {
+        self.frames[..self.len]
+            .get_mut(i)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn release_large(&mut self) {
+        for buf in &mut self.frames {
+            if buf.capacity() > KEEP_BUFFERS_UP_TO {
+                *buf = Vec::new();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,6 +656,42 @@ mod tests {
         assert!(check_libzmq_version((4, 3, 2)).is_ok());
         assert!(check_libzmq_version((5, 0, 0)).is_ok());
         assert!(require_safe_libzmq().is_ok(), "{:?}", zmq::version());
+    }
+
+    #[test]
+    fn frames_round_trip_with_reused_buffers() {
+        let ctx = zmq::Context::new();
+        let (a, b) = pipe(&ctx).unwrap();
+        let mut reader = FrameReader::default();
+        assert!(!reader.recv(&b), "nothing sent yet");
+        // Empty, VSM-sized, copied and handed-over frames, owned and borrowed.
+        let big = vec![7u8; COPY_FRAMES_BELOW + 1];
+        let first: Vec<Vec<u8>> = vec![b"id".to_vec(), Vec::new(), vec![1; 100], big.clone()];
+        send_frames(&a, first.clone(), 0).unwrap();
+        send_frames(&a, [&b"x"[..], &[2; 40][..]], 0).unwrap();
+        send_frames(&a, [big.as_slice()], 0).unwrap();
+        let wait = |r: &mut FrameReader| {
+            let end = std::time::Instant::now() + Duration::from_secs(5);
+            while !r.recv(&b) {
+                assert!(std::time::Instant::now() < end, "message not received");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        wait(&mut reader);
+        assert_eq!(reader.frames(), first.as_slice());
+        assert_eq!(reader.take(0), b"id");
+        assert_eq!(reader.take(9), Vec::<u8>::new(), "no such frame");
+        // A shorter message reuses the buffers and shows only its own frames.
+        wait(&mut reader);
+        assert_eq!(reader.frames(), [b"x".to_vec(), vec![2; 40]].as_slice());
+        wait(&mut reader);
+        assert_eq!(reader.frames(), [big].as_slice());
+        assert!(!reader.recv(&b), "all three messages were read");
+        // A large buffer is not kept once the next message is read.
+        assert!(reader
+            .frames
+            .iter()
+            .all(|f| f.capacity() <= KEEP_BUFFERS_UP_TO));
     }
 
     #[test]

@@ -161,16 +161,14 @@ fn passwords_match(given: &str, expected: &str) -> bool {
     diff == 0
 }
 
-/// Splits a client message into its envelope and body frames.
-fn split_envelope(mut frames: Vec<Vec<u8>>) -> (Envelope, Vec<Vec<u8>>) {
+/// Where a client message's envelope ends: the index of its first body frame.
+fn envelope_len(frames: &[Vec<u8>]) -> usize {
     // REQ and DEALER-with-delimiter clients: identity frames, an empty frame, the body.
     // A DEALER without the delimiter: just the identity, then the body.
-    let split = frames
+    frames
         .iter()
         .position(Vec::is_empty)
-        .map_or(1.min(frames.len()), |i| i + 1);
-    let body = frames.split_off(split);
-    (frames, body)
+        .map_or(1.min(frames.len()), |i| i + 1)
 }
 
 fn encode(id: Value, outcome: Result<Value, Error>) -> Vec<u8> {
@@ -276,21 +274,21 @@ impl Dispatcher {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let (envelope, body) = split_envelope(frames);
-        if envelope.is_empty() {
+        let mut envelope = frames;
+        let split = envelope_len(&envelope);
+        if split == 0 {
             return; // nothing to answer to: a ROUTER always gives an identity frame
         }
-        match body.as_slice() {
-            [_] => {}
-            other => {
-                let err = Error::Protocol(format!(
-                    "a request is one frame after the envelope, got {}",
-                    other.len()
-                ));
-                return self.reply(envelope, Value::Null, Err(err), out);
-            }
+        let body_frames = envelope.len() - split;
+        if body_frames != 1 {
+            envelope.truncate(split);
+            let err = Error::Protocol(format!(
+                "a request is one frame after the envelope, got {body_frames}"
+            ));
+            return self.reply(envelope, Value::Null, Err(err), out);
         }
-        let Some(frame) = body.into_iter().next() else {
+        // The body is the last frame: taking it leaves the envelope (no second `Vec`).
+        let Some(frame) = envelope.pop() else {
             return;
         };
         let req = match protocol::decode_request_raw(frame) {

@@ -422,6 +422,7 @@ fn spawn_loop(
             endpoint,
             setup,
             dealer: channels.dealer,
+            from_broker: transport::FrameReader::default(),
             watch: channels.watch,
             refused: channels.refused,
             replies: channels.replies,
@@ -480,6 +481,8 @@ struct SocketLoop {
     endpoint: String,
     setup: Setup,
     dealer: zmq::Socket,
+    /// Receives broker messages into buffers kept from one message to the next.
+    from_broker: transport::FrameReader,
     /// Handshake events of `dealer` (TCP only): a refused handshake stops the worker.
     watch: Option<transport::HandshakeWatch>,
     /// Where a refusal is reported to the handle.
@@ -509,10 +512,11 @@ struct SocketLoop {
 
 impl SocketLoop {
     fn send(&self, msg: &WorkerMessage) {
-        if let Err(e) = self
-            .dealer
-            .send_multipart(protocol::encode_worker_message(msg), zmq::DONTWAIT)
-        {
+        if let Err(e) = transport::send_frames(
+            &self.dealer,
+            protocol::encode_worker_message(msg),
+            zmq::DONTWAIT,
+        ) {
             tracing::warn!(error = %e, "cannot send to the broker");
         }
     }
@@ -650,7 +654,7 @@ impl SocketLoop {
                     continue;
                 }
             }
-            if let Err(e) = self.dealer.send_multipart(frames, zmq::DONTWAIT) {
+            if let Err(e) = transport::send_frames(&self.dealer, frames, zmq::DONTWAIT) {
                 tracing::warn!(error = %e, "cannot send a reply to the broker");
             }
             self.start_backlog();
@@ -690,11 +694,11 @@ impl SocketLoop {
     }
 
     fn handle_broker_messages(&mut self) {
-        while let Ok(frames) = self.dealer.recv_multipart(zmq::DONTWAIT) {
+        while self.from_broker.recv(&self.dealer) {
             let now = Instant::now();
             self.broker_expires =
                 now + self.setup.heartbeat_interval * self.setup.heartbeat_liveness;
-            match protocol::decode_broker_message(&frames) {
+            match protocol::decode_broker_message(self.from_broker.frames()) {
                 Ok(BrokerMessage::Request { key, call }) => {
                     self.reconnects = 0;
                     let deadline = call.timeout_ms.map(|ms| now + Duration::from_millis(ms));
