@@ -70,14 +70,14 @@ static STARTED: Mutex<Vec<Weak<Mutex<Option<Running>>>>> = Mutex::new(Vec::new()
 
 fn track(running: Running) -> Slot {
     let slot = Arc::new(Mutex::new(Some(running)));
-    let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
+    let mut started = lock(&STARTED);
     started.retain(|w| w.strong_count() > 0);
     started.push(Arc::downgrade(&slot));
     slot
 }
 
 fn take(slot: &Slot) -> Option<Running> {
-    slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+    lock(slot).take()
 }
 
 fn stop(py: Python<'_>, slot: &Slot) {
@@ -87,32 +87,21 @@ fn stop(py: Python<'_>, slot: &Slot) {
 }
 
 fn refusal(slot: &Slot) -> Option<zmq_rpc::Error> {
-    slot.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .and_then(Running::refusal)
+    lock(slot).as_ref().and_then(Running::refusal)
 }
 
 fn dropped_messages(slot: &Slot) -> u64 {
-    slot.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map_or(0, Running::dropped_messages)
+    lock(slot).as_ref().map_or(0, Running::dropped_messages)
 }
 
 fn is_finished(slot: &Slot) -> bool {
-    slot.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map_or(true, Running::is_finished)
+    lock(slot).as_ref().map_or(true, Running::is_finished)
 }
 
 /// Stops every server, worker and broker still running (registered with `atexit`).
 #[pyfunction]
 pub(crate) fn _shutdown_all(py: Python<'_>) {
-    let slots: Vec<Slot> = STARTED
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    let slots: Vec<Slot> = lock(&STARTED)
         .drain(..)
         .filter_map(|w| w.upgrade())
         .collect();
@@ -173,6 +162,50 @@ fn on_sigterm_interrupt(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
 fn restore_sigterm(py: Python<'_>, old: &Bound<'_, PyAny>) -> PyResult<()> {
     let signal = py.import("signal")?;
     signal.call_method1("signal", (signal.getattr("SIGTERM")?, old))?;
+    Ok(())
+}
+
+/// Locks `m`; a panic elsewhere while it was held does not make its data unusable here.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The builder of an object not started yet; `started_twice` once it was.
+fn take_builder<B>(builder: &Mutex<Option<B>>) -> PyResult<B> {
+    lock(builder).take().ok_or_else(started_twice)
+}
+
+/// What can register a Python function: `RpcServer` and `Worker`.
+trait RegistersFunctions {
+    fn register(&mut self, f: &PythonFunction);
+}
+
+impl RegistersFunctions for RpcServer {
+    fn register(&mut self, f: &PythonFunction) {
+        f.describe(&mut self.add_raw_function(f.handler(), &f.alias));
+    }
+}
+
+impl RegistersFunctions for Worker {
+    fn register(&mut self, f: &PythonFunction) {
+        f.describe(&mut self.add_raw_function(f.handler(), &f.alias));
+    }
+}
+
+/// The body of `add_external_function` for `RPCServer` and `Worker`.
+fn add_function<B: RegistersFunctions>(
+    builder: &Mutex<Option<B>>,
+    func: &Bound<'_, PyAny>,
+    alias: Option<String>,
+    description: Option<String>,
+    params: Option<Vec<String>>,
+    idempotent: bool,
+) -> PyResult<()> {
+    let f = PythonFunction::new(func, alias, description, params, idempotent)?;
+    lock(builder)
+        .as_mut()
+        .ok_or_else(started_twice)?
+        .register(&f);
     Ok(())
 }
 
@@ -265,22 +298,13 @@ impl PyServer {
         params: Option<Vec<String>>,
         idempotent: bool,
     ) -> PyResult<()> {
-        let f = PythonFunction::new(func, alias, description, params, idempotent)?;
-        let mut builder = self.builder.lock().unwrap_or_else(|p| p.into_inner());
-        let server = builder.as_mut().ok_or_else(started_twice)?;
-        f.describe(&mut server.add_raw_function(f.handler(), &f.alias));
-        Ok(())
+        add_function(&self.builder, func, alias, description, params, idempotent)
     }
 
     /// Binds and starts serving in background threads; returns once it serves. Use the
     /// result as a context manager, or call its `shutdown()`.
     fn start(&self, py: Python<'_>) -> PyResult<RunningServer> {
-        let server = self
-            .builder
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or_else(started_twice)?;
+        let server = take_builder(&self.builder)?;
         let handle = py
             .allow_threads(|| server.start())
             .map_err(|e| to_pyerr(py, e))?;
@@ -418,21 +442,12 @@ impl PyWorker {
         params: Option<Vec<String>>,
         idempotent: bool,
     ) -> PyResult<()> {
-        let f = PythonFunction::new(func, alias, description, params, idempotent)?;
-        let mut builder = self.builder.lock().unwrap_or_else(|p| p.into_inner());
-        let worker = builder.as_mut().ok_or_else(started_twice)?;
-        f.describe(&mut worker.add_raw_function(f.handler(), &f.alias));
-        Ok(())
+        add_function(&self.builder, func, alias, description, params, idempotent)
     }
 
     /// Connects and serves in background threads.
     fn start(&self, py: Python<'_>) -> PyResult<RunningWorker> {
-        let worker = self
-            .builder
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or_else(started_twice)?;
+        let worker = take_builder(&self.builder)?;
         let handle = py
             .allow_threads(|| worker.start())
             .map_err(|e| to_pyerr(py, e))?;
@@ -484,12 +499,7 @@ impl RunningWorker {
     /// secret is wrong. A refused worker stops by itself.
     fn refusal(&self, py: Python<'_>) -> Option<PyErr> {
         refusal(&self.slot)
-            .or_else(|| {
-                self.refused
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone()
-            })
+            .or_else(|| lock(&self.refused).clone())
             .map(|e| to_pyerr(py, e))
     }
 
@@ -511,7 +521,7 @@ impl RunningWorker {
                 let refused = handle.refusal();
                 (handle.wait(), refused)
             });
-            *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = outcome.1;
+            *lock(&self.refused) = outcome.1;
             outcome.0.map_err(|e| to_pyerr(py, e))?;
         }
         match self.refusal(py) {
@@ -596,12 +606,7 @@ impl PyBroker {
 
     /// Binds both endpoints and starts the broker thread.
     fn start(&self, py: Python<'_>) -> PyResult<RunningBroker> {
-        let broker = self
-            .builder
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or_else(started_twice)?;
+        let broker = take_builder(&self.builder)?;
         let handle = py
             .allow_threads(|| broker.start())
             .map_err(|e| to_pyerr(py, e))?;
@@ -648,7 +653,7 @@ impl RunningBroker {
 
     /// How many workers are registered now.
     fn worker_count(&self) -> usize {
-        match &*self.slot.lock().unwrap_or_else(|p| p.into_inner()) {
+        match &*lock(&self.slot) {
             Some(Running::Broker(h)) => h.worker_count(),
             _ => 0,
         }
