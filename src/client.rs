@@ -330,14 +330,31 @@ impl RpcClient {
 
     /// Receives one well-formed reply, waiting up to `wait`; `Ok(None)` on timeout.
     /// A refusal at the CURVE handshake is `PermissionError`.
-    fn receive(&self, socket: &zmq::Socket, wait: Duration) -> Result<Option<Reply>, Error> {
+    ///
+    /// `queued`: replies are likely waiting already (pipelined calls), so try to take one
+    /// before polling; a synchronous call polls first (its reply cannot be there yet).
+    fn receive(
+        &self,
+        socket: &zmq::Socket,
+        wait: Duration,
+        mut queued: bool,
+    ) -> Result<Option<Reply>, Error> {
         let deadline = Instant::now() + wait;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if self.wait_readable(socket, left)?? == 0 {
-                return Ok(None);
+            if !queued {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if self.wait_readable(socket, left)?? == 0 {
+                    return Ok(None);
+                }
             }
-            let frames = socket.recv_multipart(0)?;
+            let frames = match socket.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => frames,
+                Err(zmq::Error::EAGAIN) if queued => {
+                    queued = false;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             match frames.as_slice() {
                 [empty, body] if empty.is_empty() => return protocol::decode_reply(body).map(Some),
                 _ => tracing::warn!(
@@ -371,7 +388,7 @@ impl RpcClient {
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.receive(socket, left) {
+            match self.receive(socket, left, false) {
                 Err(refused @ Error::Permission(_)) => {
                     // Refused at the handshake: the next attempt needs a fresh socket.
                     self.drop_socket(&mut slot);
@@ -610,7 +627,7 @@ impl Pending<'_> {
                 }
             };
             let left = self.deadline.saturating_duration_since(Instant::now());
-            match client.receive(socket, left)? {
+            match client.receive(socket, left, true)? {
                 None => {
                     return Err(Error::Timeout(format!(
                         "no reply from {} within {} ms",

@@ -115,6 +115,9 @@ impl BrokerHarness {
                         panic!("the broker sent an invalid reply ({e}): {reply:?}");
                     }
                 }
+                Action::ToLocal(call) => {
+                    panic!("the fuzzed broker has no local pool, yet got {call:?}");
+                }
                 Action::ToWorker {
                     worker,
                     key,

@@ -1,17 +1,15 @@
 //! `RpcServer`, the seed's server: a broker and a pool of local worker threads in one
 //! process.
 
-use std::time::{Duration, Instant};
-
-/// How long `start` waits for the local workers to register (over inproc: a moment).
-const LOCAL_REGISTRATION: Duration = Duration::from_secs(5);
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::broker::{self, broker_setters, Options};
+use crate::broker::{self, broker_setters, LocalWorkers, Options};
 use crate::error::Error;
-use crate::worker::{self, IntoFunction, IntoOutcome, Registration, Setup};
-use crate::{config, BrokerHandle, WorkerHandle};
+use crate::worker::local::LocalPool;
+use crate::worker::{IntoFunction, IntoOutcome, Registration, Registry};
+use crate::{config, BrokerHandle};
 
 /// The seed's `RPCServer`: register functions, then [`RpcServer::serve_forever`].
 ///
@@ -31,7 +29,7 @@ pub struct RpcServer {
     options: Options,
     problem: Option<Error>,
     workers: usize,
-    setup: Setup,
+    registry: Registry,
 }
 
 impl RpcServer {
@@ -48,7 +46,7 @@ impl RpcServer {
             options,
             problem,
             workers: env.workers.unwrap_or(config::DEFAULT_WORKERS),
-            setup: Setup::new(password, 0),
+            registry: Registry::default(),
         }
     }
 
@@ -112,7 +110,7 @@ impl RpcServer {
     where
         F: IntoFunction<Args>,
     {
-        self.setup.registry.add_typed(func, alias)
+        self.registry.add_typed(func, alias)
     }
 
     /// Registers a function on raw JSON: it gets the positional and keyword arguments as
@@ -122,7 +120,7 @@ impl RpcServer {
         F: Fn(Vec<Value>, Map<String, Value>) -> R + Send + Sync + 'static,
         R: IntoOutcome,
     {
-        self.setup.registry.add_raw(func, alias)
+        self.registry.add_raw(func, alias)
     }
 
     /// Binds, starts the broker and the worker threads, and returns once they serve.
@@ -134,36 +132,24 @@ impl RpcServer {
         if let Some(e) = self.problem.take() {
             return Err(e);
         }
-        self.setup.registry.validated()?;
+        self.registry.validated()?;
         if self.workers == 0 {
             return Err(Error::Config("a server needs at least one worker".into()));
         }
-        let ctx = zmq::Context::new();
-        let broker = broker::spawn(&ctx, self.options.clone())?;
-        let mut setup = self.setup;
-        setup.password = self.options.settings.worker_secret.clone();
-        setup.threads = self.workers;
-        setup.name = format!("{}-local", self.options.settings.name);
-
-        setup.heartbeat_liveness = self.options.settings.heartbeat_liveness;
-        setup.grace = self.options.grace;
-        // Local workers run their calls on their socket threads: two thread hand-offs
-        // fewer per call than a worker process's executor pool.
-        setup.inline = true;
-        let workers = worker::spawn(&ctx, broker.inproc_endpoint(), setup)?;
-        // Return only once the local workers serve: a call right after start must not
-        // meet a broker that does not know its functions yet.
-        let registered_by = Instant::now() + LOCAL_REGISTRATION;
-        while broker.worker_count() < self.workers {
-            if Instant::now() >= registered_by || broker.is_finished() {
-                return Err(Error::Transport(
-                    "the local workers did not register with the broker".into(),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let threads = u32::try_from(self.workers)
+            .map_err(|_| Error::Config(format!("too many workers: {}", self.workers)))?;
+        // The local workers take calls from the broker through memory, not a socket
+        // (`worker::local`); the broker knows them from the start.
+        let (pool, link) = LocalPool::start(&self.registry, self.workers, self.options.grace)?;
+        let local = LocalWorkers {
+            link,
+            name: format!("{}-local", self.options.settings.name),
+            functions: self.registry.infos(),
+            threads,
+        };
+        let broker = broker::spawn(&zmq::Context::new(), self.options, Some(local))?;
         Ok(ServerHandle {
-            workers: Some(workers),
+            pool: Some(pool),
             broker: Some(broker),
         })
     }
@@ -183,7 +169,7 @@ impl RpcServer {
 
 /// A running server. Dropping it stops the server.
 pub struct ServerHandle {
-    workers: Option<WorkerHandle>,
+    pool: Option<LocalPool>,
     broker: Option<BrokerHandle>,
 }
 
@@ -240,8 +226,8 @@ impl ServerHandle {
         if let Some(b) = self.broker.take() {
             b.shutdown();
         }
-        if let Some(w) = self.workers.take() {
-            w.shutdown();
+        if let Some(pool) = self.pool.take() {
+            pool.stop();
         }
     }
 }

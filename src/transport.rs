@@ -273,14 +273,14 @@ pub(crate) fn bind_frontend(
     Ok((socket, bound))
 }
 
-/// The broker's worker-facing ROUTER: bound to `inproc` (always) and to `tcp` (when
-/// given). Returns the socket and the bound TCP endpoint.
+/// The broker's ROUTER for worker processes, bound to `tcp` when given (an
+/// `RpcServer`'s local workers need no socket). Returns the socket and the bound TCP
+/// endpoint.
 ///
 /// `ROUTER_MANDATORY`: a request sent to a worker that is gone must fail so the broker
 /// can hand it to another worker instead of losing it.
 pub(crate) fn bind_backend(
     ctx: &zmq::Context,
-    inproc: &str,
     tcp: Option<&str>,
     opts: &TcpOptions,
 ) -> Result<(zmq::Socket, Option<String>), Error> {
@@ -292,7 +292,6 @@ pub(crate) fn bind_backend(
     if opts.curve.is_on() && tcp.is_some() {
         socket.set_zap_domain(ZAP_DOMAIN_WORKERS)?;
     }
-    bind(&socket, inproc)?;
     let bound = match tcp {
         Some(endpoint) => {
             apply_tcp(&socket, opts)?;

@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::protocol::{
     self, BrokerMessage, FunctionInfo, RawOutcome, RawRequest, Ready, Reply, WorkerMessage,
 };
+use crate::worker::local::LocalCall;
 
 /// A decoded worker message: a REPLY with its result still JSON text, or another one.
 enum Incoming<'a> {
@@ -34,8 +35,22 @@ pub(crate) type Envelope = Vec<Vec<u8>>;
 /// A worker's ROUTER identity.
 pub(crate) type WorkerId = Vec<u8>;
 
+/// The id of the server's local worker pool (see `worker::local`): empty, which no
+/// ROUTER identity is. The pool counts as one worker with one slot per thread; it sends
+/// no heartbeats and is never lost.
+pub(crate) const LOCAL: WorkerId = Vec::new();
+
+fn is_local(id: &[u8]) -> bool {
+    id.is_empty()
+}
+
+/// Calls per thread the local pool may hold while it is the only worker (see
+/// [`Dispatcher::slots`]).
+const LOCAL_CALLS_PER_THREAD: u32 = 2;
+
 /// An effect for the socket loop.
 #[derive(Debug, PartialEq)]
+#[allow(clippy::enum_variant_names)] // where each goes is what tells them apart
 pub(crate) enum Action {
     /// Send `reply` (one frame) to the client behind `envelope`.
     ToClient { envelope: Envelope, reply: Vec<u8> },
@@ -46,6 +61,8 @@ pub(crate) enum Action {
         key: Option<u64>,
         frames: Vec<Vec<u8>>,
     },
+    /// Hand `call` to the local worker pool.
+    ToLocal(LocalCall),
 }
 
 /// What the dispatcher needs to know about its server.
@@ -438,11 +455,25 @@ impl Dispatcher {
         }
     }
 
+    /// How many calls `w` may hold at once: its capacity, except for the local pool
+    /// while it is the only worker, which may hold a second call per thread. Its threads
+    /// take calls from one queue, the first thread to be free the oldest call, so a call
+    /// waiting there waits no longer than it would in the broker's queue, while a
+    /// thread that finishes a call finds the next one without a round trip through the
+    /// broker (`docs/performance.md`).
+    fn slots(&self, id: &[u8], w: &Worker) -> u32 {
+        if is_local(id) && self.workers.len() == 1 {
+            w.capacity.saturating_mul(LOCAL_CALLS_PER_THREAD)
+        } else {
+            w.capacity
+        }
+    }
+
     fn idle_worker_for(&self, function: &str) -> Option<WorkerId> {
         self.workers
             .iter()
-            .filter(|(_, w)| {
-                !w.draining && w.in_flight < w.capacity && w.functions.contains_key(function)
+            .filter(|(id, w)| {
+                !w.draining && w.in_flight < self.slots(id, w) && w.functions.contains_key(function)
             })
             .min_by_key(|(_, w)| w.last_used)
             .map(|(id, _)| id.clone())
@@ -465,6 +496,17 @@ impl Dispatcher {
         worker.last_used = self.dispatch_seq;
         worker.in_flight += 1;
         job.state = State::Running(worker_id.clone());
+        if is_local(&worker_id) {
+            // The pool takes the arguments as the client's JSON text, and the deadline
+            // itself: no message to encode.
+            return out.push(Action::ToLocal(LocalCall {
+                key,
+                function: job.call.function.clone(),
+                args: job.call.args().to_vec(),
+                kwargs: job.call.kwargs().map(<[u8]>::to_vec),
+                deadline: job.deadline,
+            }));
+        }
         let remaining = job.deadline.saturating_duration_since(now);
         let timeout_ms = Some(u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX));
         out.push(Action::ToWorker {
@@ -527,7 +569,10 @@ impl Dispatcher {
             let Some(worker) = self.workers.get(worker_id) else {
                 return;
             };
-            if worker.draining || worker.in_flight >= worker.capacity || self.queued == 0 {
+            if worker.draining
+                || worker.in_flight >= self.slots(worker_id, worker)
+                || self.queued == 0
+            {
                 return;
             }
             let jobs = &self.jobs;
@@ -569,9 +614,11 @@ impl Dispatcher {
 
     fn list_functions(&self) -> Value {
         let mut by_name: HashMap<&str, (&FunctionInfo, u32)> = HashMap::new();
-        for w in self.workers.values() {
+        for (id, w) in &self.workers {
+            // The local pool is one worker per thread, as far as callers can tell.
+            let count = if is_local(id) { w.capacity } else { 1 };
             for (name, info) in &w.functions {
-                by_name.entry(name).or_insert((info, 0)).1 += 1;
+                by_name.entry(name).or_insert((info, 0)).1 += count;
             }
         }
         let mut names: Vec<&str> = by_name.keys().copied().collect();
@@ -597,6 +644,11 @@ impl Dispatcher {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
+        if is_local(&id) {
+            // Not a ROUTER identity: the local pool talks through `local_reply`.
+            self.dropped += 1;
+            return;
+        }
         // A REPLY is read with its result left as JSON text, to be forwarded as it is.
         let decoded = match protocol::decode_worker_reply_raw(frames) {
             Some(reply) => reply.map(|(key, outcome)| Incoming::Reply(key, outcome)),
@@ -651,6 +703,48 @@ impl Dispatcher {
                 self.feed(&id, now, out);
             }
         }
+    }
+
+    /// Registers the server's local worker pool: `capacity` threads serving
+    /// `functions`. It is never lost and gets no heartbeats.
+    pub(crate) fn add_local(
+        &mut self,
+        name: String,
+        functions: Vec<FunctionInfo>,
+        capacity: u32,
+        now: Instant,
+    ) {
+        self.workers.insert(
+            LOCAL,
+            Worker {
+                name,
+                capacity,
+                in_flight: 0,
+                draining: false,
+                functions: functions.into_iter().map(|f| (f.name.clone(), f)).collect(),
+                last_used: 0,
+                expires: now,
+                interval: Duration::ZERO,
+                next_heartbeat: now,
+            },
+        );
+    }
+
+    /// A call the local pool finished (`Ok`: the result's JSON text, which the pool
+    /// encoded itself), or could not take (`Unavailable` once the pool has stopped).
+    pub(crate) fn local_reply(
+        &mut self,
+        key: u64,
+        outcome: Result<Vec<u8>, Error>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let outcome = match outcome {
+            Ok(text) => RawOutcome::Result(text.into()),
+            Err(e) => RawOutcome::Error(e),
+        };
+        self.finish(&LOCAL, key, outcome, now, out);
+        self.feed(&LOCAL, now, out);
     }
 
     fn worker_name(&self, id: &WorkerId) -> String {
@@ -887,7 +981,7 @@ impl Dispatcher {
         let lost: Vec<WorkerId> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.expires <= now)
+            .filter(|(id, w)| w.expires <= now && !is_local(id))
             .map(|(id, _)| id.clone())
             .collect();
         for id in lost {
@@ -902,7 +996,7 @@ impl Dispatcher {
         // Each worker is sent heartbeats at the interval it announced, the one both
         // sides judge liveness by.
         for (id, w) in &mut self.workers {
-            if w.next_heartbeat <= now {
+            if w.next_heartbeat <= now && !is_local(id) {
                 w.next_heartbeat = now + w.interval;
                 out.push(Action::ToWorker {
                     worker: id.clone(),
@@ -923,8 +1017,9 @@ impl Dispatcher {
         };
         let workers = self
             .workers
-            .values()
-            .map(|w| w.expires.min(w.next_heartbeat))
+            .iter()
+            .filter(|(id, _)| !is_local(id))
+            .map(|(_, w)| w.expires.min(w.next_heartbeat))
             .min();
         match (deadline, workers) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -966,7 +1061,7 @@ impl Dispatcher {
             self.end_run_err(key, err, now, out);
         }
         let ids: Vec<WorkerId> = self.workers.keys().cloned().collect();
-        for id in ids {
+        for id in ids.into_iter().filter(|id| !is_local(id)) {
             self.disconnect(id, "the broker is shutting down", out);
         }
         self.workers.clear();
@@ -1496,6 +1591,79 @@ mod tests {
             matches!(replies(&out)[0].outcome, Err(Error::Name(_))),
             "at once after warm-up"
         );
+    }
+
+    fn local_calls(out: &[Action]) -> Vec<u64> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::ToLocal(call) => Some(call.key),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_local_pool_holds_a_second_call_per_thread_only_while_it_is_alone() {
+        let now = Instant::now();
+        let mut d = dispatcher();
+        d.settings.queue_limit = 100;
+        let info = FunctionInfo {
+            name: "add".into(),
+            ..Default::default()
+        };
+        d.add_local("local".into(), vec![info], 2, now);
+        let mut out = Vec::new();
+        for i in 0..5 {
+            d.client_message(client(i, "add"), now, &mut out);
+        }
+        // Two threads, two calls each; the fifth waits in the broker.
+        let sent = local_calls(&out);
+        assert_eq!(sent.len(), 4, "{out:?}");
+        let call = match &out[0] {
+            Action::ToLocal(call) => call,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (call.function.as_str(), call.args.as_slice()),
+            ("add", &b"[1,2]"[..])
+        );
+        assert_eq!(d.queued(), 1);
+        // A finished call frees a slot: the queued one goes to the pool, and the
+        // result text reaches the caller as it is.
+        out.clear();
+        d.local_reply(sent[0], Ok(b"3".to_vec()), now, &mut out);
+        assert_eq!(
+            replies(&out),
+            vec![Reply {
+                id: json!(0),
+                outcome: Ok(json!(3))
+            }]
+        );
+        assert_eq!(local_calls(&out).len(), 1);
+        // With a worker process beside it, the pool holds one call per thread, so
+        // that a call never waits in the pool while another worker is free.
+        out.clear();
+        d.worker_message(b"w1".to_vec(), &ready(&["add"], 1), now, &mut out);
+        for key in &sent[1..] {
+            d.local_reply(*key, Err(Error::Runtime("boom".into())), now, &mut out);
+        }
+        out.clear();
+        for i in 10..14 {
+            d.client_message(client(i, "add"), now, &mut out);
+        }
+        // In flight on the pool now: the one fed above; room for one more, one on
+        // w1, the other two queue.
+        assert_eq!(local_calls(&out).len(), 1, "{out:?}");
+        assert_eq!(sent_to_workers(&out).len(), 1, "{out:?}");
+        assert_eq!(d.queued(), 2);
+        // The pool is never a ROUTER peer: a message from an empty identity is dropped.
+        d.worker_message(Vec::new(), &ready(&["add"], 1), now, &mut out);
+        assert_eq!(d.dropped(), 1);
+        // ... and it is listed with one worker per thread.
+        out.clear();
+        d.client_message(client(99, protocol::BUILTIN_LIST), now, &mut out);
+        let listed = replies(&out).remove(0).outcome.unwrap();
+        assert_eq!(listed[0]["workers"], json!(3), "{listed}");
     }
 
     #[test]

@@ -19,7 +19,9 @@ use crate::actor::Actor;
 use crate::auth;
 use crate::config::{self, Env};
 use crate::error::Error;
+use crate::protocol::FunctionInfo;
 use crate::transport::{self, Curve, TcpOptions};
+use crate::worker::local::{LocalLink, LocalReply};
 
 /// Messages taken from one socket before the loop looks at the other, so neither side
 /// can starve the other. At ~50 µs of server CPU per call, 256 messages are ~13 ms: a
@@ -179,7 +181,7 @@ impl Broker {
         if let Some(e) = self.problem {
             return Err(e);
         }
-        spawn(&zmq::Context::new(), self.options)
+        spawn(&zmq::Context::new(), self.options, None)
     }
 }
 
@@ -187,7 +189,6 @@ impl Broker {
 pub struct BrokerHandle {
     client_endpoint: String,
     worker_endpoint: Option<String>,
-    inproc_endpoint: String,
     workers: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
     actor: Actor,
@@ -245,10 +246,6 @@ impl BrokerHandle {
         Ok(())
     }
 
-    pub(crate) fn inproc_endpoint(&self) -> &str {
-        &self.inproc_endpoint
-    }
-
     /// Stops the broker gracefully: new and queued requests are answered with
     /// `UnavailableError`, running calls get up to the shutdown grace (10 s) to finish,
     /// then whatever still runs is answered with `UnavailableError` and workers are told
@@ -266,8 +263,21 @@ impl BrokerHandle {
     }
 }
 
-/// Binds the broker's sockets on `ctx` and starts its thread.
-pub(crate) fn spawn(ctx: &zmq::Context, mut options: Options) -> Result<BrokerHandle, Error> {
+/// An `RpcServer`'s local worker pool, as its broker sees it.
+pub(crate) struct LocalWorkers {
+    pub(crate) link: LocalLink,
+    pub(crate) name: String,
+    pub(crate) functions: Vec<FunctionInfo>,
+    pub(crate) threads: u32,
+}
+
+/// Binds the broker's sockets on `ctx` and starts its thread, with the local worker
+/// pool registered from the start when there is one.
+pub(crate) fn spawn(
+    ctx: &zmq::Context,
+    mut options: Options,
+    local: Option<LocalWorkers>,
+) -> Result<BrokerHandle, Error> {
     let s = &options.settings;
     if s.timeout.is_zero() {
         return Err(Error::Config("the timeout must be positive".into()));
@@ -289,17 +299,16 @@ pub(crate) fn spawn(ctx: &zmq::Context, mut options: Options) -> Result<BrokerHa
     }
     let frontend_at = transport::bind_endpoint(&options.host, options.port);
     let (frontend, client_endpoint) = transport::bind_frontend(ctx, &frontend_at, &options.tcp)?;
-    let inproc_endpoint = transport::unique_inproc("workers");
     let worker_at = options
         .worker_port
         .map(|p| transport::bind_endpoint(&options.host, p));
     let (backend, worker_endpoint) =
-        transport::bind_backend(ctx, &inproc_endpoint, worker_at.as_deref(), &options.tcp)?;
+        transport::bind_backend(ctx, worker_at.as_deref(), &options.tcp)?;
     let name = options.settings.name.clone();
     tracing::info!(
         server = %name,
         clients = %client_endpoint,
-        workers = worker_endpoint.as_deref().unwrap_or("inproc only"),
+        workers = worker_endpoint.as_deref().unwrap_or("local only"),
         curve = !matches!(options.tcp.curve, Curve::Off),
         "broker started"
     );
@@ -307,14 +316,26 @@ pub(crate) fn spawn(ctx: &zmq::Context, mut options: Options) -> Result<BrokerHa
     let gauge = Arc::clone(&workers);
     let dropped = Arc::new(AtomicU64::new(0));
     let dropped_gauge = Arc::clone(&dropped);
+    let mut dispatcher = Dispatcher::new(options.settings, Instant::now());
+    if let Some(pool) = &local {
+        dispatcher.add_local(
+            pool.name.clone(),
+            pool.functions.clone(),
+            pool.threads,
+            Instant::now(),
+        );
+        workers.store(dispatcher.worker_count(), Ordering::Relaxed);
+    }
     let actor = Actor::spawn(ctx, "zmq-rpc-broker", move |control| {
         Loop {
             frontend,
             backend,
             control,
+            local: local.map(|pool| pool.link),
+            local_replies: Vec::new(),
             from_workers: transport::FrameReader::default(),
             batch: Vec::new(),
-            dispatcher: Dispatcher::new(options.settings, Instant::now()),
+            dispatcher,
             grace: options.grace,
             workers: gauge,
             dropped: dropped_gauge,
@@ -325,7 +346,6 @@ pub(crate) fn spawn(ctx: &zmq::Context, mut options: Options) -> Result<BrokerHa
     Ok(BrokerHandle {
         client_endpoint,
         worker_endpoint,
-        inproc_endpoint,
         workers,
         dropped,
         actor,
@@ -380,6 +400,10 @@ struct Loop {
     frontend: zmq::Socket,
     backend: zmq::Socket,
     control: zmq::Socket,
+    /// The local worker pool, if any.
+    local: Option<LocalLink>,
+    /// Replies taken from the pool, kept for their capacity.
+    local_replies: Vec<LocalReply>,
     /// Receives worker messages into buffers kept from one message to the next.
     from_workers: transport::FrameReader,
     /// The actions being carried out (see [`Loop::carry_out`]).
@@ -408,19 +432,23 @@ impl Loop {
             let wait = self.dispatcher.next_tick().map_or(1000, |t| {
                 t.saturating_duration_since(now).as_millis().min(1000) as i64
             });
+            let signal = self.local.as_ref().map_or(-1, LocalLink::signal_fd);
             let mut items = [
                 self.control.as_poll_item(zmq::POLLIN),
                 self.frontend.as_poll_item(zmq::POLLIN),
                 self.backend.as_poll_item(zmq::POLLIN),
+                zmq::PollItem::from_fd(signal, zmq::POLLIN),
             ];
-            if let Err(e) = zmq::poll(&mut items, wait.max(1)) {
+            let polled = if self.local.is_some() { 4 } else { 3 };
+            if let Err(e) = zmq::poll(&mut items[..polled], wait.max(1)) {
                 tracing::error!(error = %e, "broker poll failed");
                 break;
             }
-            let (stop, clients, workers) = (
+            let (stop, clients, workers, local) = (
                 items[0].is_readable(),
                 items[1].is_readable(),
                 items[2].is_readable(),
+                items[3].is_readable(),
             );
             if stop && stop_by.is_none() {
                 let _ = self.control.recv_bytes(zmq::DONTWAIT);
@@ -428,6 +456,9 @@ impl Loop {
                 self.dispatcher.drain(&mut out);
                 self.carry_out(&mut out);
                 stop_by = Some(Instant::now() + self.grace);
+            }
+            if local {
+                self.take_local_replies(&mut out);
             }
             if workers {
                 for _ in 0..BATCH {
@@ -466,6 +497,20 @@ impl Loop {
         self.carry_out(&mut out);
     }
 
+    fn take_local_replies(&mut self, out: &mut Vec<Action>) {
+        let Some(link) = &self.local else {
+            return;
+        };
+        link.take_replies(&mut self.local_replies);
+        let mut replies = std::mem::take(&mut self.local_replies);
+        for reply in replies.drain(..) {
+            self.dispatcher
+                .local_reply(reply.key, reply.outcome, Instant::now(), out);
+            self.carry_out(out);
+        }
+        self.local_replies = replies;
+    }
+
     fn carry_out(&mut self, out: &mut Vec<Action>) {
         while !out.is_empty() {
             // Swapped rather than taken, so that both vectors keep their capacity from
@@ -487,6 +532,19 @@ impl Loop {
                             tracing::debug!(error = %e, "reply dropped: the client cannot take it");
                         }
                     }
+                    Action::ToLocal(call) => {
+                        let refused = match &self.local {
+                            Some(link) => link.submit(call).err(),
+                            None => Some(call),
+                        };
+                        if let Some(call) = refused {
+                            let err = Error::Unavailable("the local workers have stopped".into());
+                            self.dispatcher
+                                .local_reply(call.key, Err(err), Instant::now(), out);
+                        }
+                    }
+                    // Nothing is sent to the local pool but calls.
+                    Action::ToWorker { worker, .. } if worker.is_empty() => {}
                     Action::ToWorker {
                         worker,
                         key,

@@ -7,12 +7,11 @@
 //! socket: each owns a PUSH back to the socket thread. So a function that runs for
 //! minutes never stops the heartbeats.
 //!
-//! An `RpcServer`'s local workers take a shorter path (`Setup::inline`): one socket
-//! thread per worker slot, each running its calls itself, so a call crosses no
-//! executor channel and no reply pipe. They need no heartbeats while busy: a peer on
-//! `inproc://` in the same process cannot vanish silently.
+//! An `RpcServer`'s local workers take a shorter path, through memory instead of a
+//! socket: see [`local`].
 
 mod function;
+pub(crate) mod local;
 
 pub(crate) use function::Registry;
 pub use function::{IntoFunction, IntoOutcome, Json, Registration};
@@ -35,10 +34,6 @@ use crate::transport::{self, Curve, TcpOptions};
 const RECONNECT_BASE: Duration = Duration::from_millis(100);
 /// Longest wait between reconnect attempts.
 const RECONNECT_CAP: Duration = Duration::from_secs(5);
-/// Heartbeat interval an inline (in-process) worker announces: its broker is in the same
-/// process and cannot go silent, and a busy inline worker cannot send heartbeats, so
-/// they are in effect off (an hour, well beyond any call's timeout).
-const INLINE_HEARTBEAT: Duration = Duration::from_secs(3600);
 
 /// A worker process's connection to a standalone broker (`zmq-rpc broker`).
 ///
@@ -70,9 +65,6 @@ pub(crate) struct Setup {
     pub(crate) grace: Duration,
     pub(crate) tcp: TcpOptions,
     pub(crate) registry: Registry,
-    /// Run calls on the socket thread, one socket thread (and worker) per slot; for
-    /// local workers over `inproc://` only.
-    pub(crate) inline: bool,
 }
 
 impl Setup {
@@ -89,7 +81,6 @@ impl Setup {
                 curve: Curve::Off,
             },
             registry: Registry::default(),
-            inline: false,
         }
     }
 }
@@ -244,8 +235,8 @@ impl Worker {
 
 /// A running worker. Dropping it stops the worker (see [`WorkerHandle::shutdown`]).
 pub struct WorkerHandle {
-    /// One socket thread, or one per slot for inline workers.
-    actors: Vec<Actor>,
+    /// The socket thread.
+    actor: Actor,
     grace: Duration,
     /// Why the broker refused this worker, once it did (the worker then stops).
     refused: Arc<Mutex<Option<Error>>>,
@@ -260,30 +251,24 @@ impl WorkerHandle {
     }
 
     fn stop(&mut self) {
-        for actor in &mut self.actors {
-            actor.signal();
-        }
-        // A socket thread ends by itself within the grace period, unless it runs an
-        // inline call that overruns it: that thread is left behind, not waited for.
+        self.actor.signal();
+        // The socket thread ends by itself within the grace period (it leaves executors
+        // whose calls overrun it behind); should it not, it is not waited for either.
         let by = Instant::now() + self.grace + Duration::from_secs(1);
         while !self.is_finished() && Instant::now() < by {
             std::thread::sleep(Duration::from_millis(5));
         }
-        for actor in &mut self.actors {
-            if actor.is_finished() {
-                let _ = actor.wait();
-            } else {
-                tracing::warn!(
-                    "a call still runs after the grace period; leaving its thread behind"
-                );
-                actor.abandon();
-            }
+        if self.actor.is_finished() {
+            let _ = self.actor.wait();
+        } else {
+            tracing::warn!("the worker's socket thread did not stop; leaving it behind");
+            self.actor.abandon();
         }
     }
 
-    /// Whether the worker's socket threads have ended.
+    /// Whether the worker's socket thread has ended.
     pub fn is_finished(&self) -> bool {
-        self.actors.iter().all(Actor::is_finished)
+        self.actor.is_finished()
     }
 
     /// Why the broker refused this worker, if it did: its CURVE key is not on the
@@ -300,9 +285,7 @@ impl WorkerHandle {
     /// [`Error::Permission`] when the broker refused the worker, [`Error::Runtime`] if
     /// the worker thread panicked.
     pub fn wait(mut self) -> Result<(), Error> {
-        for actor in &mut self.actors {
-            actor.wait()?;
-        }
+        self.actor.wait()?;
         match self.refusal() {
             Some(e) => Err(e),
             None => Ok(()),
@@ -333,35 +316,6 @@ pub(crate) fn spawn(
     }
     let grace = setup.grace;
     let refused = Arc::new(Mutex::new(None));
-    if setup.inline {
-        let mut actors = Vec::with_capacity(setup.threads);
-        for slot in 0..setup.threads {
-            let mut one = setup.clone();
-            one.threads = 1;
-            one.heartbeat_interval = INLINE_HEARTBEAT;
-            one.name = format!("{}-{slot}", setup.name);
-            let (dealer, watch) = transport::connect_worker_watched(ctx, endpoint, &one.tcp)?;
-            let channels = Channels {
-                dealer,
-                watch,
-                refused: Arc::clone(&refused),
-                replies: None,
-            };
-            actors.push(spawn_loop(
-                ctx,
-                endpoint,
-                one,
-                channels,
-                Vec::new(),
-                Vec::new(),
-            )?);
-        }
-        return Ok(WorkerHandle {
-            actors,
-            grace,
-            refused,
-        });
-    }
     let replies_name = transport::unique_inproc("replies");
     let replies = transport::bind_pull(ctx, &replies_name)?;
     let (dealer, watch) = transport::connect_worker_watched(ctx, endpoint, &setup.tcp)?;
@@ -382,11 +336,11 @@ pub(crate) fn spawn(
         dealer,
         watch,
         refused: Arc::clone(&refused),
-        replies: Some(replies),
+        replies,
     };
     let actor = spawn_loop(ctx, endpoint, setup, channels, senders, threads)?;
     Ok(WorkerHandle {
-        actors: vec![actor],
+        actor,
         grace,
         refused,
     })
@@ -399,11 +353,11 @@ struct Channels {
     /// Handshake events of `dealer` (TCP only).
     watch: Option<transport::HandshakeWatch>,
     refused: Arc<Mutex<Option<Error>>>,
-    /// The executors' replies; `None` for an inline worker.
-    replies: Option<zmq::Socket>,
+    /// The executors' replies.
+    replies: zmq::Socket,
 }
 
-/// Starts a socket thread; without `replies` (and executors) it runs calls inline.
+/// Starts a socket thread.
 fn spawn_loop(
     ctx: &zmq::Context,
     endpoint: &str,
@@ -414,7 +368,6 @@ fn spawn_loop(
 ) -> Result<Actor, Error> {
     let thread_ctx = ctx.clone();
     let endpoint = endpoint.to_owned();
-    let senders_empty = senders.is_empty();
     Actor::spawn(ctx, "zmq-rpc-worker", move |control| {
         let now = Instant::now();
         let mut socket_loop = SocketLoop {
@@ -436,7 +389,6 @@ fn spawn_loop(
             draining: false,
             connection: 0,
             running_on: vec![0; threads.len()],
-            inline: senders_empty,
         };
         socket_loop.register(now);
         socket_loop.run(threads);
@@ -487,8 +439,8 @@ struct SocketLoop {
     watch: Option<transport::HandshakeWatch>,
     /// Where a refusal is reported to the handle.
     refused: Arc<Mutex<Option<Error>>>,
-    /// The executors' replies; `None` for an inline worker.
-    replies: Option<zmq::Socket>,
+    /// The executors' replies.
+    replies: zmq::Socket,
     control: zmq::Socket,
     senders: Vec<mpsc::Sender<Job>>,
     idle: Vec<usize>,
@@ -506,8 +458,6 @@ struct SocketLoop {
     connection: u64,
     /// Per executor: the connection of the request it runs.
     running_on: Vec<u64>,
-    /// Runs calls on this thread (no executors).
-    inline: bool,
 }
 
 impl SocketLoop {
@@ -555,26 +505,19 @@ impl SocketLoop {
             let mut items = Vec::with_capacity(4);
             items.push(self.control.as_poll_item(zmq::POLLIN));
             items.push(self.dealer.as_poll_item(zmq::POLLIN));
-            let mut replies_at = None;
-            if let Some(replies) = &self.replies {
-                replies_at = Some(items.len());
-                items.push(replies.as_poll_item(zmq::POLLIN));
-            }
-            let mut watch_at = None;
+            items.push(self.replies.as_poll_item(zmq::POLLIN));
             if let Some(watch) = &self.watch {
-                watch_at = Some(items.len());
                 items.push(watch.socket().as_poll_item(zmq::POLLIN));
             }
             if let Err(e) = zmq::poll(&mut items, timeout.max(1)) {
                 tracing::error!(error = %e, "worker poll failed");
                 break;
             }
-            let readable = |at: Option<usize>| at.is_some_and(|i| items[i].is_readable());
             let (stop, broker, replies, handshake) = (
                 items[0].is_readable(),
                 items[1].is_readable(),
-                readable(replies_at),
-                readable(watch_at),
+                items[2].is_readable(),
+                items.get(3).is_some_and(zmq::PollItem::is_readable),
             );
             drop(items);
             if handshake {
@@ -634,11 +577,7 @@ impl SocketLoop {
     }
 
     fn forward_replies(&mut self) {
-        while let Some(Ok(mut frames)) = self
-            .replies
-            .as_ref()
-            .map(|r| r.recv_multipart(zmq::DONTWAIT))
-        {
+        while let Ok(mut frames) = self.replies.recv_multipart(zmq::DONTWAIT) {
             if frames.is_empty() {
                 continue;
             }
@@ -671,13 +610,6 @@ impl SocketLoop {
     }
 
     fn start(&mut self, job: Job) {
-        if self.inline {
-            let outcome = run_job(&self.setup.registry, job.deadline, job.call);
-            return self.send(&WorkerMessage::Reply {
-                key: job.key,
-                outcome,
-            });
-        }
         match self.idle.pop() {
             Some(i) => {
                 self.running_on[i] = job.connection;

@@ -1,0 +1,367 @@
+//! Local workers: the threads of an `RpcServer` that run calls in the broker's own
+//! process, handed over through memory instead of a socket.
+//!
+//! The broker thread puts a call on a queue that the pool's threads take from, and
+//! wakes one of them only if one is asleep. A thread that finishes a call puts the
+//! reply in the broker's inbox and writes an eventfd, which the broker polls beside its
+//! sockets, only when the inbox was empty. So under load a finished thread finds its
+//! next call already queued, and the broker collects several replies per wake-up:
+//! neither side sleeps between calls, where a socket per worker cost a wake-up of
+//! each side per call (`docs/performance.md`).
+//!
+//! The broker counts the pool as one worker whose capacity is its number of threads,
+//! and gives it a call only while a thread is free, so a queued call never waits behind
+//! a running one: every thread serves every function, and the first thread to be free
+//! takes the oldest call.
+//!
+//! A call crosses no JSON envelope on the way: the thread gets the function's name and
+//! its arguments as the JSON text the client sent (the broker has checked it), and
+//! gives back the result as JSON text, which the broker forwards as it is.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use super::Registry;
+use crate::error::Error;
+use crate::protocol::Call;
+
+/// A call for the pool, as the broker hands it over.
+#[derive(Debug, PartialEq)]
+pub(crate) struct LocalCall {
+    /// The broker's key for the call; the reply carries it back.
+    pub key: u64,
+    pub function: String,
+    /// The positional arguments' JSON text (an array), as the client sent it.
+    pub args: Vec<u8>,
+    /// The keyword arguments' JSON text (an object), if any.
+    pub kwargs: Option<Vec<u8>>,
+    /// When the caller gives up: a call that waited past it is not started.
+    pub deadline: Instant,
+}
+
+/// A finished call: its result's JSON text, or its error.
+#[derive(Debug)]
+pub(crate) struct LocalReply {
+    pub key: u64,
+    pub outcome: Result<Vec<u8>, Error>,
+}
+
+struct Calls {
+    queue: VecDeque<LocalCall>,
+    /// Threads asleep on `Shared::ready`.
+    asleep: usize,
+    /// No more calls: idle threads end.
+    closed: bool,
+}
+
+struct Shared {
+    calls: Mutex<Calls>,
+    ready: Condvar,
+    replies: Mutex<Vec<LocalReply>>,
+    /// Readable while `replies` may hold something the broker has not taken.
+    inbox_signal: OwnedFd,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these locks (calls run outside them); if something
+    // did, the data is still consistent: each critical section is a push or a pop.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn take_call(&self) -> Option<LocalCall> {
+        let mut calls = lock(&self.calls);
+        loop {
+            if let Some(call) = calls.queue.pop_front() {
+                return Some(call);
+            }
+            if calls.closed {
+                return None;
+            }
+            calls.asleep += 1;
+            calls = self
+                .ready
+                .wait(calls)
+                .unwrap_or_else(PoisonError::into_inner);
+            calls.asleep -= 1;
+        }
+    }
+
+    fn put_reply(&self, reply: LocalReply) {
+        let was_empty = {
+            let mut replies = lock(&self.replies);
+            replies.push(reply);
+            replies.len() == 1
+        };
+        if was_empty {
+            // A full counter (2^64 - 2 unread signals) cannot happen: the broker reads
+            // it every time it takes the inbox.
+            let _ = rustix::io::write(&self.inbox_signal, &1u64.to_ne_bytes());
+        }
+    }
+}
+
+/// The broker's end of the pool.
+pub(crate) struct LocalLink {
+    shared: Arc<Shared>,
+}
+
+impl LocalLink {
+    /// Queues a call for the next free thread; gives it back when the pool has stopped.
+    pub(crate) fn submit(&self, call: LocalCall) -> Result<(), LocalCall> {
+        let wake = {
+            let mut calls = lock(&self.shared.calls);
+            if calls.closed {
+                return Err(call);
+            }
+            calls.queue.push_back(call);
+            calls.asleep > 0
+        };
+        if wake {
+            self.shared.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The descriptor to poll: readable when replies may be waiting.
+    pub(crate) fn signal_fd(&self) -> RawFd {
+        self.shared.inbox_signal.as_raw_fd()
+    }
+
+    /// Moves every reply that is waiting into `into` (which should be empty).
+    pub(crate) fn take_replies(&self, into: &mut Vec<LocalReply>) {
+        // Reset the signal first: a reply put after this either lands in the swap
+        // below or signals again.
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(self.shared.inbox_signal.as_fd(), &mut buf);
+        std::mem::swap(&mut *lock(&self.shared.replies), into);
+    }
+}
+
+/// The pool's threads. Stop it with [`LocalPool::stop`] (dropping it does too).
+pub(crate) struct LocalPool {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl LocalPool {
+    /// Starts `threads` threads running the functions of `registry`.
+    pub(crate) fn start(
+        registry: &Registry,
+        threads: usize,
+        grace: Duration,
+    ) -> Result<(LocalPool, LocalLink), Error> {
+        let inbox_signal = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::NONBLOCK | rustix::event::EventfdFlags::CLOEXEC,
+        )
+        .map_err(|e| Error::Transport(format!("cannot create an eventfd: {e}")))?;
+        let shared = Arc::new(Shared {
+            calls: Mutex::new(Calls {
+                queue: VecDeque::new(),
+                asleep: 0,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            replies: Mutex::new(Vec::new()),
+            inbox_signal,
+        });
+        let mut pool = LocalPool {
+            shared: Arc::clone(&shared),
+            threads: Vec::with_capacity(threads),
+            grace,
+        };
+        for index in 0..threads {
+            let shared = Arc::clone(&shared);
+            let registry = registry.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("zmq-rpc-local-{index}"))
+                .spawn(move || serve(&shared, &registry))
+                .map_err(|e| Error::Transport(format!("cannot start a worker thread: {e}")))?;
+            pool.threads.push(thread);
+        }
+        Ok((pool, LocalLink { shared }))
+    }
+
+    /// Takes no more calls; waits up to the shutdown grace for running ones, then
+    /// leaves their threads behind (a call cannot be interrupted).
+    pub(crate) fn stop(mut self) {
+        self.close();
+    }
+
+    fn close(&mut self) {
+        lock(&self.shared.calls).closed = true;
+        self.shared.ready.notify_all();
+        let by = Instant::now() + self.grace;
+        while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < by {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.threads)
+            .into_iter()
+            .partition(JoinHandle::is_finished);
+        for t in done {
+            let _ = t.join();
+        }
+        if !running.is_empty() {
+            tracing::warn!(
+                threads = running.len(),
+                "calls still running after the grace period; leaving their threads behind"
+            );
+        }
+    }
+}
+
+impl Drop for LocalPool {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.close();
+        }
+    }
+}
+
+/// A pool thread: takes calls until the pool closes.
+fn serve(shared: &Shared, registry: &Registry) {
+    while let Some(call) = shared.take_call() {
+        let key = call.key;
+        let outcome = run(registry, call);
+        shared.put_reply(LocalReply { key, outcome });
+    }
+}
+
+/// Runs one call, unless its deadline passed while it waited; the result as JSON text.
+fn run(registry: &Registry, call: LocalCall) -> Result<Vec<u8>, Error> {
+    let left = call.deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Error::Timeout(
+            "the deadline passed before the call started".into(),
+        ));
+    }
+    // The broker checked the request: these parse. Should one not, the caller hears so.
+    let args: Vec<Value> = serde_json::from_slice(&call.args)
+        .map_err(|e| Error::Protocol(format!("invalid 'args': {e}")))?;
+    let kwargs: Map<String, Value> = match &call.kwargs {
+        Some(text) => serde_json::from_slice(text)
+            .map_err(|e| Error::Protocol(format!("invalid 'kwargs': {e}")))?,
+        None => Map::new(),
+    };
+    let value = registry.run(Call {
+        function: call.function,
+        args,
+        kwargs,
+        timeout_ms: Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+    })?;
+    serde_json::to_vec(&value).map_err(|e| Error::Runtime(format!("cannot encode the result: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn registry() -> Registry {
+        let mut r = Registry::default();
+        r.add_typed(|a: i64, b: i64| a + b, "add")
+            .params(["a", "b"]);
+        r.add_typed(
+            |ms: u64| {
+                std::thread::sleep(Duration::from_millis(ms));
+                ms
+            },
+            "sleep",
+        );
+        r
+    }
+
+    fn call(key: u64, function: &str, args: &str) -> LocalCall {
+        LocalCall {
+            key,
+            function: function.into(),
+            args: args.as_bytes().to_vec(),
+            kwargs: None,
+            deadline: Instant::now() + Duration::from_secs(10),
+        }
+    }
+
+    /// Waits on the pool's signal as the broker does, until `n` replies came (or 10 s).
+    fn replies(link: &LocalLink, n: usize) -> Vec<LocalReply> {
+        let by = Instant::now() + Duration::from_secs(10);
+        let mut all = Vec::new();
+        while all.len() < n && Instant::now() < by {
+            let mut items = [zmq::PollItem::from_fd(link.signal_fd(), zmq::POLLIN)];
+            zmq::poll(&mut items, 100).unwrap();
+            let mut got = Vec::new();
+            link.take_replies(&mut got);
+            all.extend(got);
+        }
+        all
+    }
+
+    #[test]
+    fn results_come_back_as_json_text_and_failures_as_errors() {
+        let (pool, link) = LocalPool::start(&registry(), 2, Duration::from_secs(1)).unwrap();
+        link.submit(call(1, "add", "[5, 7]")).unwrap();
+        link.submit(call(2, "add", "[5]")).unwrap();
+        link.submit(call(3, "nope", "[]")).unwrap();
+        let mut kw = call(4, "add", "[]");
+        kw.kwargs = Some(br#"{"a": 1, "b": 2}"#.to_vec());
+        link.submit(kw).unwrap();
+        let mut got = replies(&link, 4);
+        got.sort_by_key(|r| r.key);
+        let outcomes: Vec<_> = got.into_iter().map(|r| (r.key, r.outcome)).collect();
+        assert_eq!(outcomes[0], (1, Ok(b"12".to_vec())));
+        assert!(
+            matches!(outcomes[1], (2, Err(Error::Type(_)))),
+            "{outcomes:?}"
+        );
+        assert!(
+            matches!(outcomes[2], (3, Err(Error::Name(_)))),
+            "{outcomes:?}"
+        );
+        assert_eq!(outcomes[3], (4, Ok(b"3".to_vec())));
+        pool.stop();
+    }
+
+    #[test]
+    fn a_free_thread_takes_the_next_call_while_another_runs_a_slow_one() {
+        let (pool, link) = LocalPool::start(&registry(), 2, Duration::from_secs(5)).unwrap();
+        link.submit(call(1, "sleep", "[1000]")).unwrap();
+        link.submit(call(2, "add", "[1, 1]")).unwrap();
+        link.submit(call(3, "add", "[2, 2]")).unwrap();
+        // Both adds are answered by the free thread before the sleep ends.
+        let first = replies(&link, 2);
+        let keys: Vec<u64> = first.iter().map(|r| r.key).collect();
+        assert_eq!(keys, vec![2, 3]);
+        assert_eq!(replies(&link, 1)[0].key, 1);
+        pool.stop();
+    }
+
+    #[test]
+    fn a_call_whose_deadline_passed_while_queued_is_not_started() {
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        let mut r = Registry::default();
+        r.add_typed(move || flag.store(true, Ordering::SeqCst), "mark");
+        let (pool, link) = LocalPool::start(&r, 1, Duration::from_secs(1)).unwrap();
+        let mut late = call(7, "mark", "[]");
+        late.deadline = Instant::now();
+        link.submit(late).unwrap();
+        let got = replies(&link, 1);
+        assert!(matches!(got[0].outcome, Err(Error::Timeout(_))), "{got:?}");
+        assert!(!ran.load(Ordering::SeqCst));
+        pool.stop();
+    }
+
+    #[test]
+    fn a_stopped_pool_gives_calls_back() {
+        let (pool, link) = LocalPool::start(&registry(), 1, Duration::from_secs(1)).unwrap();
+        pool.stop();
+        let back = link.submit(call(5, "add", "[1, 2]")).unwrap_err();
+        assert_eq!(back.key, 5);
+    }
+}
