@@ -67,6 +67,10 @@ enum Attempt {
 
 /// Exponential backoff with "equal jitter": half of `base * 2^retry` (capped) fixed,
 /// half random, so clients spread out after a shared failure but never spin.
+/// The longest a waiting call blocks in a receive before it reads the handshake watch
+/// again (see [`RpcClient::receive`]).
+const WATCH_SLICE: Duration = Duration::from_millis(100);
+
 fn backoff(base: Duration, cap: Duration, retry: u32) -> Duration {
     let exp = base.saturating_mul(1u32 << retry.min(16)).min(cap);
     exp / 2 + exp.mul_f64(fastrand::f64() / 2.0)
@@ -332,7 +336,7 @@ impl RpcClient {
     /// A refusal at the CURVE handshake is `PermissionError`.
     ///
     /// `queued`: replies are likely waiting already (pipelined calls), so try to take one
-    /// before polling; a synchronous call polls first (its reply cannot be there yet).
+    /// before waiting; a synchronous call waits first (its reply cannot be there yet).
     fn receive(
         &self,
         socket: &zmq::Socket,
@@ -341,18 +345,31 @@ impl RpcClient {
     ) -> Result<Option<Reply>, Error> {
         let deadline = Instant::now() + wait;
         loop {
-            if !queued {
-                let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(Instant::now());
+            let flags = if queued {
+                zmq::DONTWAIT
+            } else if self.handshake_done()? {
+                // The connection is up and accepted: block in the receive itself, as a
+                // REQ socket does (one wait on the socket's signal instead of a
+                // `zmq_poll` over the socket and its watch), reading the watch between
+                // slices so that a refusal after a reconnect still ends the wait.
+                let slice = left.min(WATCH_SLICE).as_millis();
+                socket.set_rcvtimeo(i32::try_from(slice).unwrap_or(i32::MAX))?;
+                0
+            } else {
                 if self.wait_readable(socket, left)?? == 0 {
                     return Ok(None);
                 }
-            }
-            let frames = match socket.recv_multipart(zmq::DONTWAIT) {
+                zmq::DONTWAIT
+            };
+            let frames = match socket.recv_multipart(flags) {
                 Ok(frames) => frames,
                 Err(zmq::Error::EAGAIN) if queued => {
                     queued = false;
                     continue;
                 }
+                Err(zmq::Error::EAGAIN) if flags == 0 && !left.is_zero() => continue,
+                Err(zmq::Error::EAGAIN) => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
             match frames.as_slice() {
@@ -363,6 +380,20 @@ impl RpcClient {
                 ),
             }
         }
+    }
+
+    /// Reads the handshake watch: `Ok(true)` when the connection is up and accepted
+    /// (or needs no watch), `Err` when the server refused it.
+    fn handshake_done(&self) -> Result<bool, Error> {
+        let mut guard = self.watch.borrow_mut();
+        let Some(watch) = guard.as_mut() else {
+            return Ok(true);
+        };
+        if let Some(why) = watch.refusal() {
+            *guard = None;
+            return Err(Error::Permission(why));
+        }
+        Ok(watch.is_established())
     }
 
     /// Sends `request` once and waits up to `wait` for its reply.

@@ -401,6 +401,8 @@ pub(crate) struct HandshakeWatch {
     curve: bool,
     /// Disconnects in a row without a completed handshake (CURVE only).
     unfinished: u32,
+    /// The last event was a completed handshake: the connection is up and accepted.
+    established: bool,
 }
 
 /// Disconnects during the CURVE handshake, in a row, that count as a refusal: a CURVE
@@ -429,12 +431,19 @@ impl HandshakeWatch {
             events: pair,
             curve,
             unfinished: 0,
+            established: false,
         })
     }
 
     /// The socket to poll for events.
     pub(crate) fn socket(&self) -> &zmq::Socket {
         &self.events
+    }
+
+    /// Whether the connection was up and accepted when the events were last read
+    /// ([`HandshakeWatch::refusal`]). A refusal can then only follow a disconnect.
+    pub(crate) fn is_established(&self) -> bool {
+        self.established
     }
 
     /// Reads the pending events; `Some(why)` when the server refused us.
@@ -457,6 +466,11 @@ impl HandshakeWatch {
         match zmq::SocketEvent::from_raw(event) {
             E::HANDSHAKE_SUCCEEDED => {
                 self.unfinished = 0;
+                self.established = true;
+                None
+            }
+            E::DISCONNECTED if !self.curve => {
+                self.established = false;
                 None
             }
             E::HANDSHAKE_FAILED_AUTH => Some(format!(
@@ -472,6 +486,7 @@ impl HandshakeWatch {
                 .into(),
             ),
             E::DISCONNECTED if self.curve => {
+                self.established = false;
                 self.unfinished += 1;
                 (self.unfinished >= UNFINISHED_HANDSHAKES).then(|| {
                     "the server closed the connection during the CURVE handshake \

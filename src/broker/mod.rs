@@ -30,6 +30,8 @@ use crate::worker::local::{LocalLink, LocalReply};
 /// messages.
 const BATCH: usize = 256;
 
+const SPIN: Duration = Duration::from_micros(50);
+
 /// A standalone broker, as `zmq-rpc broker` runs it: clients connect to `port`, worker
 /// processes to `worker_port`.
 ///
@@ -432,6 +434,12 @@ impl Loop {
             let wait = self.dispatcher.next_tick().map_or(1000, |t| {
                 t.saturating_duration_since(now).as_millis().min(1000) as i64
             });
+            if let Some(link) = &self.local {
+                if self.dispatcher.running() == 1 && wait > 0 && link.spin_for_reply(SPIN) {
+                    self.take_local_replies(&mut out);
+                    continue;
+                }
+            }
             let signal = self.local.as_ref().map_or(-1, LocalLink::signal_fd);
             let mut items = [
                 self.control.as_poll_item(zmq::POLLIN),
@@ -498,7 +506,7 @@ impl Loop {
     }
 
     fn take_local_replies(&mut self, out: &mut Vec<Action>) {
-        let Some(link) = &self.local else {
+        let Some(link) = &mut self.local else {
             return;
         };
         link.take_replies(&mut self.local_replies);

@@ -18,8 +18,10 @@
 //! its arguments as the JSON text the client sent (the broker has checked it), and
 //! gives back the result as JSON text, which the broker forwards as it is.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -63,6 +65,8 @@ struct Shared {
     calls: Mutex<Calls>,
     ready: Condvar,
     replies: Mutex<Vec<LocalReply>>,
+    /// Replies put so far.
+    posted: AtomicU64,
     /// Readable while `replies` may hold something the broker has not taken.
     inbox_signal: OwnedFd,
 }
@@ -96,6 +100,7 @@ impl Shared {
         let was_empty = {
             let mut replies = lock(&self.replies);
             replies.push(reply);
+            self.posted.fetch_add(1, Ordering::Release);
             replies.len() == 1
         };
         if was_empty {
@@ -109,6 +114,10 @@ impl Shared {
 /// The broker's end of the pool.
 pub(crate) struct LocalLink {
     shared: Arc<Shared>,
+    /// Replies taken so far.
+    taken: u64,
+    /// When the last call was submitted.
+    last_submit: Cell<Instant>,
 }
 
 impl LocalLink {
@@ -125,6 +134,7 @@ impl LocalLink {
         if wake {
             self.shared.ready.notify_one();
         }
+        self.last_submit.set(Instant::now());
         Ok(())
     }
 
@@ -133,13 +143,32 @@ impl LocalLink {
         self.shared.inbox_signal.as_raw_fd()
     }
 
+    /// Spins until a reply is waiting or `spin` has passed since the last call was
+    /// submitted; whether one is. (A call that has run longer than that is not
+    /// waited for this way.)
+    pub(crate) fn spin_for_reply(&self, spin: Duration) -> bool {
+        let until = self.last_submit.get() + spin;
+        loop {
+            if self.shared.posted.load(Ordering::Acquire) != self.taken {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
     /// Moves every reply that is waiting into `into` (which should be empty).
-    pub(crate) fn take_replies(&self, into: &mut Vec<LocalReply>) {
+    pub(crate) fn take_replies(&mut self, into: &mut Vec<LocalReply>) {
         // Reset the signal first: a reply put after this either lands in the swap
         // below or signals again.
         let mut buf = [0u8; 8];
         let _ = rustix::io::read(self.shared.inbox_signal.as_fd(), &mut buf);
         std::mem::swap(&mut *lock(&self.shared.replies), into);
+        self.taken += into.len() as u64;
     }
 }
 
@@ -170,6 +199,7 @@ impl LocalPool {
             }),
             ready: Condvar::new(),
             replies: Mutex::new(Vec::new()),
+            posted: AtomicU64::new(0),
             inbox_signal,
         });
         let mut pool = LocalPool {
@@ -186,7 +216,12 @@ impl LocalPool {
                 .map_err(|e| Error::Transport(format!("cannot start a worker thread: {e}")))?;
             pool.threads.push(thread);
         }
-        Ok((pool, LocalLink { shared }))
+        let link = LocalLink {
+            shared,
+            taken: 0,
+            last_submit: Cell::new(Instant::now()),
+        };
+        Ok((pool, link))
     }
 
     /// Takes no more calls; waits up to the shutdown grace for running ones, then
@@ -262,7 +297,7 @@ fn run(registry: &Registry, call: LocalCall) -> Result<Vec<u8>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicBool;
 
     fn registry() -> Registry {
         let mut r = Registry::default();
@@ -289,7 +324,7 @@ mod tests {
     }
 
     /// Waits on the pool's signal as the broker does, until `n` replies came (or 10 s).
-    fn replies(link: &LocalLink, n: usize) -> Vec<LocalReply> {
+    fn replies(link: &mut LocalLink, n: usize) -> Vec<LocalReply> {
         let by = Instant::now() + Duration::from_secs(10);
         let mut all = Vec::new();
         while all.len() < n && Instant::now() < by {
@@ -304,14 +339,14 @@ mod tests {
 
     #[test]
     fn results_come_back_as_json_text_and_failures_as_errors() {
-        let (pool, link) = LocalPool::start(&registry(), 2, Duration::from_secs(1)).unwrap();
+        let (pool, mut link) = LocalPool::start(&registry(), 2, Duration::from_secs(1)).unwrap();
         link.submit(call(1, "add", "[5, 7]")).unwrap();
         link.submit(call(2, "add", "[5]")).unwrap();
         link.submit(call(3, "nope", "[]")).unwrap();
         let mut kw = call(4, "add", "[]");
         kw.kwargs = Some(br#"{"a": 1, "b": 2}"#.to_vec());
         link.submit(kw).unwrap();
-        let mut got = replies(&link, 4);
+        let mut got = replies(&mut link, 4);
         got.sort_by_key(|r| r.key);
         let outcomes: Vec<_> = got.into_iter().map(|r| (r.key, r.outcome)).collect();
         assert_eq!(outcomes[0], (1, Ok(b"12".to_vec())));
@@ -329,15 +364,15 @@ mod tests {
 
     #[test]
     fn a_free_thread_takes_the_next_call_while_another_runs_a_slow_one() {
-        let (pool, link) = LocalPool::start(&registry(), 2, Duration::from_secs(5)).unwrap();
+        let (pool, mut link) = LocalPool::start(&registry(), 2, Duration::from_secs(5)).unwrap();
         link.submit(call(1, "sleep", "[1000]")).unwrap();
         link.submit(call(2, "add", "[1, 1]")).unwrap();
         link.submit(call(3, "add", "[2, 2]")).unwrap();
         // Both adds are answered by the free thread before the sleep ends.
-        let first = replies(&link, 2);
+        let first = replies(&mut link, 2);
         let keys: Vec<u64> = first.iter().map(|r| r.key).collect();
         assert_eq!(keys, vec![2, 3]);
-        assert_eq!(replies(&link, 1)[0].key, 1);
+        assert_eq!(replies(&mut link, 1)[0].key, 1);
         pool.stop();
     }
 
@@ -347,11 +382,11 @@ mod tests {
         let flag = Arc::clone(&ran);
         let mut r = Registry::default();
         r.add_typed(move || flag.store(true, Ordering::SeqCst), "mark");
-        let (pool, link) = LocalPool::start(&r, 1, Duration::from_secs(1)).unwrap();
+        let (pool, mut link) = LocalPool::start(&r, 1, Duration::from_secs(1)).unwrap();
         let mut late = call(7, "mark", "[]");
         late.deadline = Instant::now();
         link.submit(late).unwrap();
-        let got = replies(&link, 1);
+        let got = replies(&mut link, 1);
         assert!(matches!(got[0].outcome, Err(Error::Timeout(_))), "{got:?}");
         assert!(!ran.load(Ordering::SeqCst));
         pool.stop();
