@@ -40,7 +40,9 @@
 //! - `transport`: the one place that creates and configures sockets.
 //! - `broker`: the load-balancing broker; `broker::dispatch` is its pure state machine
 //!   (registry, queue, deadlines, heartbeats) with time as a parameter.
-//! - `worker`: the worker socket thread, executor threads and typed function adapters.
+//! - `worker`: the worker socket thread, executor threads and typed function adapters;
+//!   `worker::local`, an `RpcServer`'s own worker threads, which take calls from the
+//!   broker through memory.
 //! - `client`: [`RpcClient`] and [`remote_interface!`].
 //! - `server`: [`RpcServer`] = broker + local workers in one process.
 //! - `auth`: CURVE allow-lists and the ZAP handler that enforces them
