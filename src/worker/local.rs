@@ -2,7 +2,9 @@
 //! process, handed over through memory instead of a socket.
 //!
 //! The broker thread puts a call on a queue that the pool's threads take from, and
-//! wakes one of them only if one is asleep. A thread that finishes a call puts the
+//! wakes a sleeping thread only when the queue holds more calls than there are awake
+//! threads free to take them (a thread running a call never counts as free, however
+//! short the call: so a call never waits for a running one to end). A thread that finishes a call puts the
 //! reply in the broker's inbox and writes an eventfd, which the broker polls beside its
 //! sockets, only when the inbox was empty. So under load a finished thread finds its
 //! next call already queued, and the broker collects several replies per wake-up:
@@ -55,8 +57,15 @@ pub(crate) struct LocalReply {
 
 struct Calls {
     queue: VecDeque<LocalCall>,
-    /// Threads asleep on `Shared::ready`.
+    /// Threads in the pool.
+    threads: usize,
+    /// Threads asleep on `Shared::ready` and not yet woken.
     asleep: usize,
+    /// Threads running a call.
+    running: usize,
+    /// Wake-ups given and not yet taken (a thread woken without one, spuriously,
+    /// sleeps on).
+    wakeups: usize,
     /// No more calls: idle threads end.
     closed: bool,
 }
@@ -78,21 +87,37 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn take_call(&self) -> Option<LocalCall> {
+    /// The next call, once there is one; `None` when the pool has closed. `finished`:
+    /// the calling thread has just finished a call.
+    fn take_call(&self, finished: bool) -> Option<LocalCall> {
         let mut calls = lock(&self.calls);
+        if finished {
+            calls.running -= 1;
+        }
         loop {
             if let Some(call) = calls.queue.pop_front() {
+                calls.running += 1;
                 return Some(call);
             }
             if calls.closed {
                 return None;
             }
             calls.asleep += 1;
-            calls = self
-                .ready
-                .wait(calls)
-                .unwrap_or_else(PoisonError::into_inner);
-            calls.asleep -= 1;
+            loop {
+                calls = self
+                    .ready
+                    .wait(calls)
+                    .unwrap_or_else(PoisonError::into_inner);
+                // The waker took this thread off `asleep` when it gave the wake-up.
+                if calls.wakeups > 0 {
+                    calls.wakeups -= 1;
+                    break;
+                }
+                if calls.closed {
+                    calls.asleep -= 1;
+                    break;
+                }
+            }
         }
     }
 
@@ -129,7 +154,14 @@ impl LocalLink {
                 return Err(call);
             }
             calls.queue.push_back(call);
-            calls.asleep > 0
+            // Awake threads not running a call take queued calls without a wake-up.
+            let free = calls.threads - calls.asleep - calls.running;
+            let wake = calls.queue.len() > free && calls.asleep > 0;
+            if wake {
+                calls.asleep -= 1;
+                calls.wakeups += 1;
+            }
+            wake
         };
         if wake {
             self.shared.ready.notify_one();
@@ -194,7 +226,10 @@ impl LocalPool {
         let shared = Arc::new(Shared {
             calls: Mutex::new(Calls {
                 queue: VecDeque::new(),
+                threads,
                 asleep: 0,
+                running: 0,
+                wakeups: 0,
                 closed: false,
             }),
             ready: Condvar::new(),
@@ -262,7 +297,9 @@ impl Drop for LocalPool {
 
 /// A pool thread: takes calls until the pool closes.
 fn serve(shared: &Shared, registry: &Registry) {
-    while let Some(call) = shared.take_call() {
+    let mut finished = false;
+    while let Some(call) = shared.take_call(finished) {
+        finished = true;
         let key = call.key;
         let outcome = run(registry, call);
         shared.put_reply(LocalReply { key, outcome });
