@@ -65,6 +65,7 @@ mod broker;
 mod client;
 pub mod config;
 mod error;
+mod json;
 pub mod protocol;
 mod server;
 mod signals;

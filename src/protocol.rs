@@ -211,9 +211,7 @@ fn parse_object(bytes: &[u8], what: &str) -> Result<Map<String, Value>, Error> {
 }
 
 fn to_bytes(value: &Value) -> Vec<u8> {
-    // Serializing a `Value` cannot fail: its keys are strings and it holds no floats
-    // that JSON cannot express (serde_json never builds NaN into a Value).
-    serde_json::to_vec(value).unwrap_or_default()
+    crate::json::to_vec(value)
 }
 
 /// As [`field_str`], moving the string out of the parsed map instead of copying it.
@@ -298,33 +296,36 @@ fn is_scalar(v: &Value) -> bool {
 
 /// Encodes a client request frame (canonical form).
 pub fn encode_request(req: &Request) -> Vec<u8> {
-    to_bytes_of(&RequestOut {
-        args: &req.args,
-        function: &req.function,
-        id: req.id.as_ref(),
-        kwargs: Some(&req.kwargs).filter(|k| !k.is_empty()),
-        password: &req.password,
-        timeout_ms: req.timeout_ms,
-    })
+    use crate::json::{write_array, write_object, write_str, write_value};
+    // The canonical form (fields in sorted order, absent ones left out), written with
+    // the fast string writer: the arguments are what can be large.
+    let mut out = Vec::with_capacity(96 + req.password.len() + req.function.len());
+    out.extend_from_slice(b"{\"args\":");
+    write_array(&mut out, &req.args);
+    out.extend_from_slice(b",\"function\":");
+    write_str(&mut out, &req.function);
+    if let Some(id) = &req.id {
+        out.extend_from_slice(b",\"id\":");
+        write_value(&mut out, id);
+    }
+    if !req.kwargs.is_empty() {
+        out.extend_from_slice(b",\"kwargs\":");
+        write_object(&mut out, &req.kwargs);
+    }
+    out.extend_from_slice(b",\"password\":");
+    write_str(&mut out, &req.password);
+    if let Some(ms) = req.timeout_ms {
+        out.extend_from_slice(b",\"timeout_ms\":");
+        out.extend_from_slice(ms.to_string().as_bytes());
+    }
+    out.push(b'}');
+    out
 }
 
 // Encoding goes through these borrowed views rather than a `Value` built from copies of
 // the arguments and results. Their fields are declared in sorted order, so the bytes are
 // those of the canonical form (a `Value` object's keys serialize sorted); the golden
 // vectors check that.
-
-#[derive(Serialize)]
-struct RequestOut<'a> {
-    args: &'a [Value],
-    function: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    kwargs: Option<&'a Map<String, Value>>,
-    password: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    timeout_ms: Option<u64>,
-}
 
 #[derive(Serialize)]
 struct CallOut<'a> {

@@ -273,32 +273,26 @@ pub(crate) fn bind_frontend(
     Ok((socket, bound))
 }
 
-/// The broker's ROUTER for worker processes, bound to `tcp` when given (an
-/// `RpcServer`'s local workers need no socket). Returns the socket and the bound TCP
-/// endpoint.
+/// The broker's ROUTER for worker processes, bound to `tcp`. Returns the socket and
+/// the bound endpoint.
 ///
 /// `ROUTER_MANDATORY`: a request sent to a worker that is gone must fail so the broker
 /// can hand it to another worker instead of losing it.
 pub(crate) fn bind_backend(
     ctx: &zmq::Context,
-    tcp: Option<&str>,
+    tcp: &str,
     opts: &TcpOptions,
-) -> Result<(zmq::Socket, Option<String>), Error> {
+) -> Result<(zmq::Socket, String), Error> {
     let socket = ctx.socket(zmq::ROUTER)?;
     socket.set_linger(millis(SERVICE_LINGER))?;
     socket.set_router_mandatory(true)?;
     socket.set_sndhwm(BROKER_HWM)?;
     socket.set_rcvhwm(BROKER_HWM)?;
-    if opts.curve.is_on() && tcp.is_some() {
+    if opts.curve.is_on() {
         socket.set_zap_domain(ZAP_DOMAIN_WORKERS)?;
     }
-    let bound = match tcp {
-        Some(endpoint) => {
-            apply_tcp(&socket, opts)?;
-            Some(bind(&socket, endpoint)?)
-        }
-        None => None,
-    };
+    apply_tcp(&socket, opts)?;
+    let bound = bind(&socket, tcp)?;
     Ok((socket, bound))
 }
 

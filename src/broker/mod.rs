@@ -308,8 +308,13 @@ pub(crate) fn spawn(
     let worker_at = options
         .worker_port
         .map(|p| transport::bind_endpoint(&options.host, p));
-    let (backend, worker_endpoint) =
-        transport::bind_backend(ctx, worker_at.as_deref(), &options.tcp)?;
+    let (backend, worker_endpoint) = match worker_at {
+        Some(at) => {
+            let (socket, bound) = transport::bind_backend(ctx, &at, &options.tcp)?;
+            (Some(socket), Some(bound))
+        }
+        None => (None, None),
+    };
     let name = options.settings.name.clone();
     tracing::info!(
         server = %name,
@@ -404,7 +409,8 @@ fn recv_with_peer(socket: &zmq::Socket) -> Option<(Vec<Vec<u8>>, Option<String>)
 
 struct Loop {
     frontend: zmq::Socket,
-    backend: zmq::Socket,
+    /// The ROUTER for worker processes, when there is a TCP endpoint for them.
+    backend: Option<zmq::Socket>,
     control: zmq::Socket,
     /// The local worker pool, if any.
     local: Option<LocalLink>,
@@ -451,15 +457,18 @@ impl Loop {
             if spun {
                 wait = 0;
             }
+            // What is absent is polled as descriptor -1, which poll(2) ignores.
             let signal = self.local.as_ref().map_or(-1, LocalLink::signal_fd);
             let mut items = [
                 self.control.as_poll_item(zmq::POLLIN),
                 self.frontend.as_poll_item(zmq::POLLIN),
-                self.backend.as_poll_item(zmq::POLLIN),
+                self.backend.as_ref().map_or_else(
+                    || zmq::PollItem::from_fd(-1, zmq::POLLIN),
+                    |b| b.as_poll_item(zmq::POLLIN),
+                ),
                 zmq::PollItem::from_fd(signal, zmq::POLLIN),
             ];
-            let polled = if self.local.is_some() { 4 } else { 3 };
-            if let Err(e) = zmq::poll(&mut items[..polled], wait) {
+            if let Err(e) = zmq::poll(&mut items, wait) {
                 tracing::error!(error = %e, "broker poll failed");
                 break;
             }
@@ -481,7 +490,10 @@ impl Loop {
             }
             if workers {
                 for _ in 0..BATCH {
-                    if !self.from_workers.recv(&self.backend) {
+                    let Some(backend) = &self.backend else {
+                        break;
+                    };
+                    if !self.from_workers.recv(backend) {
                         break;
                     }
                     let id = self.from_workers.take(0);
@@ -571,12 +583,14 @@ impl Loop {
                     } => {
                         // The worker's identity goes first, copied from its id (no
                         // clone); a worker that is gone fails this first send.
-                        let sent = self
-                            .backend
-                            .send(worker.as_slice(), zmq::DONTWAIT | zmq::SNDMORE)
-                            .and_then(|()| {
-                                transport::send_frames(&self.backend, frames, zmq::DONTWAIT)
-                            });
+                        let sent = match &self.backend {
+                            Some(backend) => backend
+                                .send(worker.as_slice(), zmq::DONTWAIT | zmq::SNDMORE)
+                                .and_then(|()| {
+                                    transport::send_frames(backend, frames, zmq::DONTWAIT)
+                                }),
+                            None => Err(zmq::Error::EHOSTUNREACH),
+                        };
                         if sent.is_err() {
                             self.dispatcher
                                 .undeliverable(&worker, key, Instant::now(), out);

@@ -328,7 +328,7 @@ fn run(registry: &Registry, call: LocalCall) -> Result<Vec<u8>, Error> {
         kwargs,
         timeout_ms: Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
     })?;
-    serde_json::to_vec(&value).map_err(|e| Error::Runtime(format!("cannot encode the result: {e}")))
+    Ok(crate::json::to_vec(&value))
 }
 
 #[cfg(test)]
