@@ -45,8 +45,8 @@ fn is_local(id: &[u8]) -> bool {
 }
 
 /// Calls per thread the local pool may hold while it is the only worker (see
-/// [`Dispatcher::slots`]).
-const LOCAL_CALLS_PER_THREAD: u32 = 2;
+/// `Dispatcher::slots`).
+const LOCAL_CALLS_PER_THREAD: u32 = 4;
 
 /// An effect for the socket loop.
 #[derive(Debug, PartialEq)]
@@ -456,7 +456,10 @@ impl Dispatcher {
     }
 
     /// How many calls `w` may hold at once: its capacity, except for the local pool
-    /// while it is the only worker, which may hold a second call per thread. Its threads
+    /// while it is the only worker, which may hold `LOCAL_CALLS_PER_THREAD` per thread
+    /// (4: measured, W4 went from 80,000-90,000 calls/s with 2 to 92,000-103,000; 8
+    /// gained less again, and every call queued in the pool is one that a drain does
+    /// not refuse and the queue limit does not count). Its threads
     /// take calls from one queue, the first thread to be free the oldest call, so a call
     /// waiting there waits no longer than it would in the broker's queue, while a
     /// thread that finishes a call finds the next one without a round trip through the
@@ -1603,7 +1606,7 @@ mod tests {
     }
 
     #[test]
-    fn the_local_pool_holds_a_second_call_per_thread_only_while_it_is_alone() {
+    fn the_local_pool_holds_more_calls_than_threads_only_while_it_is_alone() {
         let now = Instant::now();
         let mut d = dispatcher();
         d.settings.queue_limit = 100;
@@ -1613,12 +1616,12 @@ mod tests {
         };
         d.add_local("local".into(), vec![info], 2, now);
         let mut out = Vec::new();
-        for i in 0..5 {
+        for i in 0..9 {
             d.client_message(client(i, "add"), now, &mut out);
         }
-        // Two threads, two calls each; the fifth waits in the broker.
+        // Two threads, four calls each; the ninth waits in the broker.
         let sent = local_calls(&out);
-        assert_eq!(sent.len(), 4, "{out:?}");
+        assert_eq!(sent.len(), 8, "{out:?}");
         let call = match &out[0] {
             Action::ToLocal(call) => call,
             other => panic!("{other:?}"),

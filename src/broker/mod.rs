@@ -450,10 +450,17 @@ impl Loop {
                 .max(1);
             // With one call running, on the local pool and handed over just now, its reply
             // is likely the next event: wait for it on this CPU for a moment (SPIN)
-            // rather than sleep, since a thread that sleeps costs a wake-up. The sockets
-            // are still looked at, without waiting, before the reply is taken.
+            // rather than sleep, since a thread that sleeps costs a wake-up; unless a
+            // client's message comes meanwhile (under load, spinning would take CPU the
+            // other threads need). The sockets are still looked at, without waiting,
+            // before the reply is taken.
+            let frontend = &self.frontend;
+            let client_waiting = || frontend.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
             let spun = self.dispatcher.running() == 1
-                && self.local.as_ref().is_some_and(|l| l.spin_for_reply(SPIN));
+                && self
+                    .local
+                    .as_ref()
+                    .is_some_and(|l| l.spin_for_reply(SPIN, client_waiting));
             if spun {
                 wait = 0;
             }

@@ -177,15 +177,29 @@ impl LocalLink {
 
     /// Spins until a reply is waiting or `spin` has passed since the last call was
     /// submitted; whether one is. (A call that has run longer than that is not
-    /// waited for this way.)
-    pub(crate) fn spin_for_reply(&self, spin: Duration) -> bool {
+    /// waited for this way.) `interrupted` is asked every few microseconds whether
+    /// something else needs the caller; if so, the spin ends.
+    pub(crate) fn spin_for_reply(
+        &self,
+        spin: Duration,
+        mut interrupted: impl FnMut() -> bool,
+    ) -> bool {
+        const ASK_EVERY: Duration = Duration::from_micros(5);
         let until = self.last_submit.get() + spin;
+        let mut ask_at = Instant::now() + ASK_EVERY;
         loop {
             if self.shared.posted.load(Ordering::Acquire) != self.taken {
                 return true;
             }
-            if Instant::now() >= until {
+            let now = Instant::now();
+            if now >= until {
                 return false;
+            }
+            if now >= ask_at {
+                if interrupted() {
+                    return false;
+                }
+                ask_at = now + ASK_EVERY;
             }
             for _ in 0..64 {
                 std::hint::spin_loop();
