@@ -115,7 +115,7 @@ impl BrokerHarness {
                         panic!("the broker sent an invalid reply ({e}): {reply:?}");
                     }
                 }
-                Action::ToLocal(call) => {
+                Action::ToLocal(call) | Action::RunHere(call) => {
                     panic!("the fuzzed broker has no local pool, yet got {call:?}");
                 }
                 Action::ToWorker {

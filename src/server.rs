@@ -144,8 +144,10 @@ impl RpcServer {
         let local = LocalWorkers {
             link,
             name: format!("{}-local", self.options.settings.name),
-            functions: self.registry.infos(),
+            functions: self.registry.infos_where_direct(false),
             threads,
+            direct: self.registry.infos_where_direct(true),
+            registry: self.registry.clone(),
         };
         let broker = broker::spawn(&zmq::Context::new(), self.options, Some(local))?;
         Ok(ServerHandle {

@@ -44,6 +44,22 @@ fn is_local(id: &[u8]) -> bool {
     id.is_empty()
 }
 
+/// The id under which the broker itself runs the functions registered as direct (see
+/// `Registration::direct`): one zero byte, which no ROUTER identity is either (libzmq's
+/// own are five bytes, and a peer's may not start with a zero byte).
+pub(crate) fn direct_id() -> WorkerId {
+    vec![0]
+}
+
+fn is_direct(id: &[u8]) -> bool {
+    id == [0]
+}
+
+/// The local pool or the broker itself: never lost, no heartbeats, not on the wire.
+fn is_in_process(id: &[u8]) -> bool {
+    is_local(id) || is_direct(id)
+}
+
 /// Calls per thread the local pool may hold while it is the only worker (see
 /// `Dispatcher::slots`).
 const LOCAL_CALLS_PER_THREAD: u32 = 4;
@@ -63,6 +79,9 @@ pub(crate) enum Action {
     },
     /// Hand `call` to the local worker pool.
     ToLocal(LocalCall),
+    /// Run `call` on the broker thread now (a direct function), then report it with
+    /// [`Dispatcher::direct_reply`].
+    RunHere(LocalCall),
 }
 
 /// What the dispatcher needs to know about its server.
@@ -166,6 +185,27 @@ pub(crate) struct Dispatcher {
     /// Worker messages dropped: malformed, or a reply to a request the worker was not
     /// given.
     dropped: u64,
+}
+
+/// The local pool's or the broker's own entry: no heartbeats, never lost (its expiry
+/// and heartbeat times are never looked at).
+fn in_process_worker(
+    name: String,
+    functions: Vec<FunctionInfo>,
+    capacity: u32,
+    now: Instant,
+) -> Worker {
+    Worker {
+        name,
+        capacity,
+        in_flight: 0,
+        draining: false,
+        functions: functions.into_iter().map(|f| (f.name.clone(), f)).collect(),
+        last_used: 0,
+        expires: now,
+        interval: Duration::ZERO,
+        next_heartbeat: now,
+    }
 }
 
 fn passwords_match(given: &str, expected: &str) -> bool {
@@ -465,7 +505,7 @@ impl Dispatcher {
     /// thread that finishes a call finds the next one without a round trip through the
     /// broker (`docs/performance.md`).
     fn slots(&self, id: &[u8], w: &Worker) -> u32 {
-        if is_local(id) && self.workers.len() == 1 {
+        if is_local(id) && self.workers.keys().all(|id| is_in_process(id)) {
             w.capacity.saturating_mul(LOCAL_CALLS_PER_THREAD)
         } else {
             w.capacity
@@ -499,16 +539,21 @@ impl Dispatcher {
         worker.last_used = self.dispatch_seq;
         worker.in_flight += 1;
         job.state = State::Running(worker_id.clone());
-        if is_local(&worker_id) {
+        if is_in_process(&worker_id) {
             // The pool takes the arguments as the client's JSON text, and the deadline
             // itself: no message to encode.
-            return out.push(Action::ToLocal(LocalCall {
+            let call = LocalCall {
                 key,
                 function: job.call.function.clone(),
                 args: job.call.args().to_vec(),
                 kwargs: job.call.kwargs().map(<[u8]>::to_vec),
                 deadline: job.deadline,
-            }));
+            };
+            return out.push(if is_direct(&worker_id) {
+                Action::RunHere(call)
+            } else {
+                Action::ToLocal(call)
+            });
         }
         let remaining = job.deadline.saturating_duration_since(now);
         let timeout_ms = Some(u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX));
@@ -620,6 +665,7 @@ impl Dispatcher {
         for (id, w) in &self.workers {
             // The local pool is one worker per thread, as far as callers can tell.
             let count = if is_local(id) { w.capacity } else { 1 };
+            let count = if is_direct(id) { 1 } else { count };
             for (name, info) in &w.functions {
                 by_name.entry(name).or_insert((info, 0)).1 += count;
             }
@@ -647,7 +693,7 @@ impl Dispatcher {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        if is_local(&id) {
+        if is_in_process(&id) {
             // Not a ROUTER identity: the local pool talks through `local_reply`.
             self.dropped += 1;
             return;
@@ -717,20 +763,50 @@ impl Dispatcher {
         capacity: u32,
         now: Instant,
     ) {
-        self.workers.insert(
-            LOCAL,
-            Worker {
-                name,
-                capacity,
-                in_flight: 0,
-                draining: false,
-                functions: functions.into_iter().map(|f| (f.name.clone(), f)).collect(),
-                last_used: 0,
-                expires: now,
-                interval: Duration::ZERO,
-                next_heartbeat: now,
-            },
-        );
+        let worker = in_process_worker(name, functions, capacity, now);
+        self.workers.insert(LOCAL, worker);
+    }
+
+    /// Registers the functions the broker runs itself (direct functions).
+    pub(crate) fn add_direct(&mut self, name: String, functions: Vec<FunctionInfo>, now: Instant) {
+        let worker = in_process_worker(name, functions, u32::MAX, now);
+        self.workers.insert(direct_id(), worker);
+    }
+
+    /// A direct call that has run ([`Action::RunHere`]).
+    pub(crate) fn direct_reply(
+        &mut self,
+        key: u64,
+        outcome: Result<Vec<u8>, Error>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let outcome = match outcome {
+            Ok(text) => RawOutcome::Result(text.into()),
+            Err(e) => RawOutcome::Error(e),
+        };
+        self.finish(&direct_id(), key, outcome, now, out);
+    }
+
+    /// Runs `function` on the local pool from now on instead of the broker thread (a
+    /// direct call of it took too long). `false` if it was not a direct function.
+    pub(crate) fn demote_direct(&mut self, function: &str) -> bool {
+        let Some(info) = self
+            .workers
+            .get_mut(&direct_id())
+            .and_then(|w| w.functions.remove(function))
+        else {
+            return false;
+        };
+        let target = if self.workers.contains_key(&LOCAL) {
+            LOCAL
+        } else {
+            direct_id() // no pool to move it to: it stays direct
+        };
+        if let Some(w) = self.workers.get_mut(&target) {
+            w.functions.insert(info.name.clone(), info);
+        }
+        is_local(&target)
     }
 
     /// A call the local pool finished (`Ok`: the result's JSON text, which the pool
@@ -984,7 +1060,7 @@ impl Dispatcher {
         let lost: Vec<WorkerId> = self
             .workers
             .iter()
-            .filter(|(id, w)| w.expires <= now && !is_local(id))
+            .filter(|(id, w)| w.expires <= now && !is_in_process(id))
             .map(|(id, _)| id.clone())
             .collect();
         for id in lost {
@@ -999,7 +1075,7 @@ impl Dispatcher {
         // Each worker is sent heartbeats at the interval it announced, the one both
         // sides judge liveness by.
         for (id, w) in &mut self.workers {
-            if w.next_heartbeat <= now && !is_local(id) {
+            if w.next_heartbeat <= now && !is_in_process(id) {
                 w.next_heartbeat = now + w.interval;
                 out.push(Action::ToWorker {
                     worker: id.clone(),
@@ -1021,7 +1097,7 @@ impl Dispatcher {
         let workers = self
             .workers
             .iter()
-            .filter(|(id, _)| !is_local(id))
+            .filter(|(id, _)| !is_in_process(id))
             .map(|(_, w)| w.expires.min(w.next_heartbeat))
             .min();
         match (deadline, workers) {
@@ -1064,7 +1140,7 @@ impl Dispatcher {
             self.end_run_err(key, err, now, out);
         }
         let ids: Vec<WorkerId> = self.workers.keys().cloned().collect();
-        for id in ids.into_iter().filter(|id| !is_local(id)) {
+        for id in ids.into_iter().filter(|id| !is_in_process(id)) {
             self.disconnect(id, "the broker is shutting down", out);
         }
         self.workers.clear();
@@ -1667,6 +1743,49 @@ mod tests {
         d.client_message(client(99, protocol::BUILTIN_LIST), now, &mut out);
         let listed = replies(&out).remove(0).outcome.unwrap();
         assert_eq!(listed[0]["workers"], json!(3), "{listed}");
+    }
+
+    #[test]
+    fn direct_functions_run_here_never_queue_and_can_be_demoted_to_the_pool() {
+        let now = Instant::now();
+        let mut d = dispatcher();
+        d.settings.queue_limit = 100;
+        let info = |name: &str| FunctionInfo {
+            name: name.into(),
+            ..Default::default()
+        };
+        d.add_local("local".into(), vec![info("slow")], 1, now);
+        d.add_direct("direct".into(), vec![info("add")], now);
+        let mut out = Vec::new();
+        // The pool's four slots fill up with slow calls and a fifth queues...
+        for i in 0..5 {
+            d.client_message(client(i, "slow"), now, &mut out);
+        }
+        assert_eq!(local_calls(&out).len(), 4, "{out:?}");
+        assert_eq!(d.queued(), 1);
+        // ... while a direct call is handed to the broker thread at once.
+        out.clear();
+        d.client_message(client(10, "add"), now, &mut out);
+        let key = match out.as_slice() {
+            [Action::RunHere(call)] if call.function == "add" => call.key,
+            other => panic!("{other:?}"),
+        };
+        out.clear();
+        d.direct_reply(key, Ok(b"3".to_vec()), now, &mut out);
+        assert_eq!(
+            replies(&out),
+            vec![Reply {
+                id: json!(10),
+                outcome: Ok(json!(3))
+            }]
+        );
+        // Demoted (a call took too long), it goes to the pool like any other.
+        assert!(d.demote_direct("add"));
+        assert!(!d.demote_direct("add"));
+        out.clear();
+        d.client_message(client(11, "add"), now, &mut out);
+        assert!(out.is_empty(), "the pool is full, so it waits: {out:?}");
+        assert_eq!(d.queued(), 2);
     }
 
     #[test]

@@ -21,7 +21,8 @@ use crate::config::{self, Env};
 use crate::error::Error;
 use crate::protocol::FunctionInfo;
 use crate::transport::{self, Curve, TcpOptions};
-use crate::worker::local::{LocalLink, LocalReply};
+use crate::worker::local::{self, LocalLink, LocalReply};
+use crate::worker::Registry;
 
 /// Messages taken from one socket before the loop looks at the other, so neither side
 /// can starve the other. At ~50 µs of server CPU per call, 256 messages are ~13 ms: a
@@ -269,13 +270,22 @@ impl BrokerHandle {
     }
 }
 
-/// An `RpcServer`'s local worker pool, as its broker sees it.
+/// An `RpcServer`'s local worker pool, as its broker sees it, and the functions the
+/// broker runs itself (registered as direct).
 pub(crate) struct LocalWorkers {
     pub(crate) link: LocalLink,
     pub(crate) name: String,
+    /// The functions the pool runs.
     pub(crate) functions: Vec<FunctionInfo>,
     pub(crate) threads: u32,
+    /// The functions the broker runs, and their registry.
+    pub(crate) direct: Vec<FunctionInfo>,
+    pub(crate) registry: Registry,
 }
+
+/// A direct call that takes longer than this is logged, and its function runs on the
+/// local pool from then on: while it runs, the broker serves nobody.
+const DIRECT_LIMIT: Duration = Duration::from_millis(1);
 
 /// Binds the broker's sockets on `ctx` and starts its thread, with the local worker
 /// pool registered from the start when there is one.
@@ -335,6 +345,13 @@ pub(crate) fn spawn(
             pool.threads,
             Instant::now(),
         );
+        if !pool.direct.is_empty() {
+            dispatcher.add_direct(
+                format!("{} (direct)", pool.name),
+                pool.direct.clone(),
+                Instant::now(),
+            );
+        }
         workers.store(dispatcher.worker_count(), Ordering::Relaxed);
     }
     let actor = Actor::spawn(ctx, "zmq-rpc-broker", move |control| {
@@ -342,6 +359,10 @@ pub(crate) fn spawn(
             frontend,
             backend,
             control,
+            direct: local
+                .as_ref()
+                .filter(|pool| !pool.direct.is_empty())
+                .map(|pool| pool.registry.clone()),
             local: local.map(|pool| pool.link),
             local_replies: Vec::new(),
             from_workers: transport::FrameReader::default(),
@@ -407,6 +428,31 @@ fn recv_with_peer(socket: &zmq::Socket) -> Option<(Vec<Vec<u8>>, Option<String>)
     Some((frames, peer))
 }
 
+/// Runs a direct function's call on the broker thread and reports it to `dispatcher`.
+fn run_direct(
+    registry: Option<&Registry>,
+    dispatcher: &mut Dispatcher,
+    call: local::LocalCall,
+    out: &mut Vec<Action>,
+) {
+    let (key, function) = (call.key, call.function.clone());
+    let start = Instant::now();
+    let outcome = match registry {
+        Some(registry) => local::run(registry, call),
+        None => Err(Error::Unavailable("no direct functions here".into())),
+    };
+    let took = start.elapsed();
+    if took > DIRECT_LIMIT && dispatcher.demote_direct(&function) {
+        tracing::warn!(
+            function = %function,
+            took_us = took.as_micros() as u64,
+            "a direct call took longer than 1 ms and held up every other call; \
+             the function runs on the worker threads from now on"
+        );
+    }
+    dispatcher.direct_reply(key, outcome, Instant::now(), out);
+}
+
 struct Loop {
     frontend: zmq::Socket,
     /// The ROUTER for worker processes, when there is a TCP endpoint for them.
@@ -414,6 +460,8 @@ struct Loop {
     control: zmq::Socket,
     /// The local worker pool, if any.
     local: Option<LocalLink>,
+    /// The functions registered as direct, run on this thread.
+    direct: Option<Registry>,
     /// Replies taken from the pool, kept for their capacity.
     local_replies: Vec<LocalReply>,
     /// Receives worker messages into buffers kept from one message to the next.
@@ -580,6 +628,9 @@ impl Loop {
                             self.dispatcher
                                 .local_reply(call.key, Err(err), Instant::now(), out);
                         }
+                    }
+                    Action::RunHere(call) => {
+                        run_direct(self.direct.as_ref(), &mut self.dispatcher, call, out);
                     }
                     // Nothing is sent to the local pool but calls.
                     Action::ToWorker { worker, .. } if worker.is_empty() => {}

@@ -306,6 +306,13 @@ pub(crate) fn spawn(
     setup: Setup,
 ) -> Result<WorkerHandle, Error> {
     setup.registry.validated()?;
+    if let Some(f) = setup.registry.infos_where_direct(true).first() {
+        return Err(Error::Config(format!(
+            "'{}' is registered as direct, which only an RpcServer can run (on its broker \
+             thread); a worker process has none",
+            f.name
+        )));
+    }
     if setup.threads == 0 {
         return Err(Error::Config("a worker needs at least one thread".into()));
     }

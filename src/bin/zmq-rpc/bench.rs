@@ -129,13 +129,17 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// The bench server: the seed's `add` and `slow_multiply`, and `echo`.
+/// The bench server: the seed's `add` and `slow_multiply`, and `echo`; and `add_direct`,
+/// the same `add` registered as direct (run on the broker thread).
 fn serve(args: &BenchArgs) -> Result<(), Error> {
     let mut server = RpcServer::new(args.password.clone(), "bench")
         .host("127.0.0.1")
         .port(if args.child { 0 } else { args.port })
         .workers(args.workers);
     server.add_external_function(|a: i64, b: i64| a + b, "add");
+    server
+        .add_external_function(|a: i64, b: i64| a + b, "add_direct")
+        .direct(true);
     server.add_external_function(
         |a: i64, b: i64| {
             std::thread::sleep(Duration::from_secs(1));
@@ -149,7 +153,7 @@ fn serve(args: &BenchArgs) -> Result<(), Error> {
     }
     if !args.child {
         eprintln!(
-            "bench server (add, slow_multiply, echo) on 127.0.0.1:{}; pid {}",
+            "bench server (add, add_direct, slow_multiply, echo) on 127.0.0.1:{}; pid {}",
             args.port,
             std::process::id()
         );
@@ -234,7 +238,13 @@ fn one_run(args: &BenchArgs, run: usize, p: &mut Progress) -> Result<BTreeMap<St
     }
     p.step(run, "W1 latency");
     if on("w1") {
-        w1(&client())?.record("w1", &mut m);
+        w1(&client(), "add")?.record("w1", &mut m);
+        // The same calls to `add` registered as direct, where the server has it.
+        match w1(&client(), "add_direct") {
+            Ok(latency) => latency.record("w1_direct", &mut m),
+            Err(Error::Name(_)) => {}
+            Err(e) => return Err(e),
+        }
     }
     p.step(run, "W2 throughput");
     if on("w2") {
@@ -278,14 +288,15 @@ fn check(what: &str, got: i64, want: i64) -> Result<(), Error> {
     }
 }
 
-fn w1(client: &RpcClient) -> Result<Latency, Error> {
+/// W1: sequential calls of `function`, which adds.
+fn w1(client: &RpcClient, function: &str) -> Result<Latency, Error> {
     for _ in 0..W1_WARMUP {
-        check("add(5, 7)", client.call("add", (5, 7))?, 12)?;
+        check("add(5, 7)", client.call(function, (5, 7))?, 12)?;
     }
     let mut samples = Vec::with_capacity(W1_CALLS);
     for _ in 0..W1_CALLS {
         let t = Instant::now();
-        let sum: i64 = client.call("add", (5, 7))?;
+        let sum: i64 = client.call(function, (5, 7))?;
         samples.push(t.elapsed());
         check("add(5, 7)", sum, 12)?;
     }
@@ -570,6 +581,20 @@ fn print_table(m: &BTreeMap<String, f64>, runs: usize, machine: &Value) {
             f,
             ratio(o, f),
             target,
+        );
+    }
+    for (fig, key) in [("p50 µs", "p50"), ("mean µs", "mean")] {
+        let (o, f) = (
+            get(&format!("w1_direct_{key}_us")),
+            get(&format!("floor_w1_{key}_us")),
+        );
+        row(
+            "W1 with `add` registered direct (floor: raw REQ->REP)",
+            fig,
+            o,
+            f,
+            ratio(o, f),
+            "",
         );
     }
     let (o, f) = (get("w2_calls_per_s"), get("floor_w2_calls_per_s"));
