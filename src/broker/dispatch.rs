@@ -464,9 +464,15 @@ impl Dispatcher {
             return self.reply(envelope, id, Err(err), out);
         }
         let idle = self.idle_worker_for(&req.function);
-        if self.queued >= self.settings.queue_limit && idle.is_none() {
+        // A call that would wait, in the broker's queue or in the local pool's beyond its
+        // threads, counts against the queue limit either way.
+        let would_wait = idle
+            .as_ref()
+            .map_or(true, |w| is_local(w) && self.local_waiting().is_some());
+        let waiting = self.queued + self.local_waiting().unwrap_or(0);
+        if would_wait && waiting >= self.settings.queue_limit {
             let err = Error::Overloaded {
-                message: format!("the queue is full ({} requests waiting)", self.queued),
+                message: format!("the queue is full ({waiting} requests waiting)"),
                 retry_after: OVERLOAD_RETRY_AFTER,
             };
             return self.reply(envelope, id, Err(err), out);
@@ -577,6 +583,33 @@ impl Dispatcher {
 
     /// Ends a job that never ran (not queued any more) with a timeout; a retry of it
     /// may run it.
+    /// How many calls wait in the local pool for a thread, when all its threads are
+    /// taken (`Some(0)`: all taken, none waiting); `None` while a thread is free or
+    /// there is no pool.
+    fn local_waiting(&self) -> Option<usize> {
+        let pool = self.workers.get(&LOCAL)?;
+        (pool.in_flight >= pool.capacity).then(|| (pool.in_flight - pool.capacity) as usize)
+    }
+
+    /// Calls the local pool gives back unstarted (the server is shutting down): they are
+    /// answered as queued ones are by [`Dispatcher::drain`].
+    pub(crate) fn local_unstarted(&mut self, key: u64, out: &mut Vec<Action>) {
+        if !matches!(self.jobs.get(&key), Some(Job { state: State::Running(w), .. }) if is_local(w))
+        {
+            return;
+        }
+        if let Some(pool) = self.workers.get_mut(&LOCAL) {
+            pool.in_flight = pool.in_flight.saturating_sub(1);
+        }
+        if let Some(job) = self.jobs.remove(&key) {
+            if let Some(rk) = &job.retry_key {
+                self.recent.forget(rk);
+            }
+            let err = Error::Unavailable("the server is shutting down".into());
+            answer(job.waiters, encode(job.id, Err(err)), out);
+        }
+    }
+
     fn end_unrun(&mut self, key: u64, why: &str, out: &mut Vec<Action>) {
         let Some(job) = self.jobs.remove(&key) else {
             return;
@@ -785,11 +818,7 @@ impl Dispatcher {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let outcome = match outcome {
-            Ok(text) => RawOutcome::Result(text.into()),
-            Err(e) => RawOutcome::Error(e),
-        };
-        self.finish(&direct_id(), key, outcome, now, out);
+        self.in_process_reply(&direct_id(), key, outcome, now, out);
     }
 
     /// Runs `function` on the local pool from now on instead of the broker thread (a
@@ -822,12 +851,25 @@ impl Dispatcher {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
+        self.in_process_reply(&LOCAL, key, outcome, now, out);
+    }
+
+    /// A call the pool or the broker itself (`worker`) has run: the result's JSON text,
+    /// which our own encoder wrote (so it is not checked), or the error.
+    fn in_process_reply(
+        &mut self,
+        worker: &WorkerId,
+        key: u64,
+        outcome: Result<Vec<u8>, Error>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let outcome = match outcome {
             Ok(text) => RawOutcome::Result(text.into()),
             Err(e) => RawOutcome::Error(e),
         };
-        self.finish(&LOCAL, key, outcome, now, out);
-        self.feed(&LOCAL, now, out);
+        self.finish(worker, key, outcome, now, out);
+        self.feed(worker, now, out);
     }
 
     fn worker_name(&self, id: &WorkerId) -> String {
@@ -1769,6 +1811,41 @@ mod tests {
         d.client_message(client(99, protocol::BUILTIN_LIST), now, &mut out);
         let listed = replies(&out).remove(0).outcome.unwrap();
         assert_eq!(listed[0]["workers"], json!(3), "{listed}");
+    }
+
+    #[test]
+    fn calls_waiting_in_the_local_pool_count_against_the_queue_limit_and_a_drain_refuses_them() {
+        let now = Instant::now();
+        let mut d = dispatcher();
+        d.settings.queue_limit = 1;
+        let info = FunctionInfo {
+            name: "add".into(),
+            ..Default::default()
+        };
+        d.add_local("local".into(), vec![info], 1, now);
+        let mut out = Vec::new();
+        for i in 0..3 {
+            d.client_message(client(i, "add"), now, &mut out);
+        }
+        // One runs, one waits in the pool (the queue's one place), the third is refused.
+        let sent = local_calls(&out);
+        assert_eq!(sent.len(), 2, "{out:?}");
+        let refused = replies(&out);
+        assert_eq!(refused.len(), 1, "{out:?}");
+        assert!(
+            matches!(refused[0].outcome, Err(Error::Overloaded { .. })),
+            "{refused:?}"
+        );
+        // Shutting down, the pool gives the waiting call back unstarted: it is refused
+        // like a queued one, and the running one goes on.
+        out.clear();
+        d.drain(&mut out);
+        d.local_unstarted(sent[1], &mut out);
+        let answered = replies(&out);
+        assert_eq!(answered.len(), 1, "{out:?}");
+        assert_eq!(answered[0].id, json!(1));
+        assert!(matches!(answered[0].outcome, Err(Error::Unavailable(_))));
+        assert_eq!(d.running(), 1);
     }
 
     #[test]

@@ -537,6 +537,15 @@ impl Loop {
                 let _ = self.control.recv_bytes(zmq::DONTWAIT);
                 tracing::info!(running = self.dispatcher.running(), "broker draining");
                 self.dispatcher.drain(&mut out);
+                // Calls waiting in the local pool are refused like queued ones.
+                for call in self
+                    .local
+                    .as_ref()
+                    .map(LocalLink::take_back)
+                    .unwrap_or_default()
+                {
+                    self.dispatcher.local_unstarted(call.key, &mut out);
+                }
                 self.carry_out(&mut out);
                 stop_by = Some(Instant::now() + self.grace);
             }

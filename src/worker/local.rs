@@ -3,18 +3,18 @@
 //!
 //! The broker thread puts a call on a queue that the pool's threads take from, and
 //! wakes a sleeping thread only when the queue holds more calls than there are awake
-//! threads free to take them (a thread running a call never counts as free, however
-//! short the call: so a call never waits for a running one to end). A thread that finishes a call puts the
-//! reply in the broker's inbox and writes an eventfd, which the broker polls beside its
-//! sockets, only when the inbox was empty. So under load a finished thread finds its
-//! next call already queued, and the broker collects several replies per wake-up:
-//! neither side sleeps between calls, where a socket per worker cost a wake-up of
-//! each side per call (`docs/performance.md`).
+//! threads free to take them. A thread running a call never counts as free, however
+//! short the call, so a call never waits for a running one to end. A thread that
+//! finishes a call puts the reply in the broker's inbox and writes an eventfd, which the
+//! broker polls beside its sockets, only when the inbox was empty. So under load a
+//! finished thread finds its next call already queued, and the broker collects several
+//! replies per wake-up, where a socket per worker cost a wake-up of each side per call
+//! (`docs/performance.md`).
 //!
-//! The broker counts the pool as one worker whose capacity is its number of threads,
-//! and gives it a call only while a thread is free, so a queued call never waits behind
-//! a running one: every thread serves every function, and the first thread to be free
-//! takes the oldest call.
+//! The broker counts the pool as one worker with one slot per thread (more while it is
+//! the only worker; see `Dispatcher::slots`). A call waiting in the pool's queue waits
+//! no longer than it would in the broker's: every thread serves every function, and
+//! the first thread to be free takes the oldest call.
 //!
 //! A call crosses no JSON envelope on the way: the thread gets the function's name and
 //! its arguments as the JSON text the client sent (the broker has checked it), and
@@ -168,6 +168,12 @@ impl LocalLink {
         }
         self.last_submit.set(Instant::now());
         Ok(())
+    }
+
+    /// Takes back the calls no thread has started (to refuse them: the server is
+    /// shutting down).
+    pub(crate) fn take_back(&self) -> Vec<LocalCall> {
+        lock(&self.shared.calls).queue.drain(..).collect()
     }
 
     /// The descriptor to poll: readable when replies may be waiting.
