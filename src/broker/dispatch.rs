@@ -508,8 +508,8 @@ impl Dispatcher {
     /// How many calls `w` may hold at once: its capacity, except for the local pool
     /// while it is the only worker, which may hold `LOCAL_CALLS_PER_THREAD` per thread
     /// (4: measured, W4 went from 80,000-90,000 calls/s with 2 to 92,000-103,000; 8
-    /// gained less again, and every call queued in the pool is one that a drain does
-    /// not refuse and the queue limit does not count). Its threads
+    /// gained less again). Calls waiting there count against the queue limit, and a
+    /// drain refuses them (`local_unstarted`), as if they waited here. Its threads
     /// take calls from one queue, the first thread to be free the oldest call, so a call
     /// waiting there waits no longer than it would in the broker's queue, while a
     /// thread that finishes a call finds the next one without a round trip through the
