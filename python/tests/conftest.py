@@ -6,6 +6,7 @@ Every test talks to real ZeroMQ sockets on 127.0.0.1; every wait is bounded.
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -67,6 +68,10 @@ def server():
         running.shutdown()
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Processes:
     """Subprocesses of one test; all are killed (and reaped) when the test ends."""
 
@@ -74,6 +79,11 @@ class Processes:
         self.procs = []
 
     def start(self, args, **kwargs):
+        # A test runner started in the background (nohup, `cmd &` in a script) ignores
+        # SIGINT, and children inherit that: Python then never sees Ctrl-C, and the
+        # tests that send SIGINT would wait in vain. Give the child the default, as a
+        # program started from a terminal has.
+        kwargs.setdefault("preexec_fn", _default_sigint)
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.PIPE)
         kwargs.setdefault("text", True)
