@@ -53,6 +53,8 @@ pub struct RpcClient {
     /// Bumped whenever the socket is dropped: a submitted call sent on an earlier socket
     /// can never get its reply.
     generation: Cell<u64>,
+    /// Long strings travel as data frames (see [`RpcClient::data_frames`]).
+    data_frames: bool,
 }
 
 /// How one attempt of a call ended.
@@ -141,6 +143,7 @@ impl RpcClient {
             id_prefix: format!("{:016x}", fastrand::u64(..)),
             inflight: RefCell::new(HashMap::new()),
             generation: Cell::new(0),
+            data_frames: true,
         }
     }
 
@@ -195,6 +198,17 @@ impl RpcClient {
     ) -> Self {
         self.curve_keypair = Some((public_z85.into(), secret_z85.into()));
         *self.socket.get_mut() = None;
+        self
+    }
+
+    /// Whether long strings travel as data frames (`docs/protocol.md` 4.10): string
+    /// arguments of at least 16 KiB ([`protocol::FRAME_MIN_BYTES`]) are sent as raw
+    /// text after the request instead of inside its JSON, and the server may return a
+    /// long string result the same way. That saves escaping and parsing them, which is
+    /// most of the cost of a large payload. Turn it off for a server that only speaks
+    /// the single-frame protocol. Defaults to on.
+    pub fn data_frames(mut self, on: bool) -> Self {
+        self.data_frames = on;
         self
     }
 
@@ -254,6 +268,7 @@ impl RpcClient {
             args,
             kwargs,
             timeout_ms: None,
+            accept_frames: self.data_frames,
         };
         let per_attempt = self
             .attempt_timeout
@@ -372,11 +387,14 @@ impl RpcClient {
                 Err(zmq::Error::EAGAIN) => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
-            match frames.as_slice() {
-                [empty, body] if empty.is_empty() => return protocol::decode_reply(body).map(Some),
-                _ => tracing::warn!(
-                    frames = frames.len(),
-                    "ignoring a reply that is not [empty, body]"
+            let mut frames = frames.into_iter();
+            match (frames.next(), frames.next()) {
+                (Some(empty), Some(body)) if empty.is_empty() => {
+                    return protocol::decode_reply_frames(&body, frames.collect()).map(Some)
+                }
+                (first, body) => tracing::warn!(
+                    frames = usize::from(first.is_some()) + usize::from(body.is_some()),
+                    "ignoring a reply that is not [empty, body, data...]"
                 ),
             }
         }
@@ -396,6 +414,19 @@ impl RpcClient {
         Ok(watch.is_established())
     }
 
+    /// The frames that carry `request` on a DEALER: the empty delimiter, the body, and
+    /// the data frames.
+    fn frames_of(&self, request: &Request) -> Vec<Vec<u8>> {
+        let min = if self.data_frames {
+            protocol::FRAME_MIN_BYTES
+        } else {
+            usize::MAX
+        };
+        let mut frames = vec![Vec::new()];
+        frames.extend(protocol::encode_request_frames(request, min));
+        frames
+    }
+
     /// Sends `request` once and waits up to `wait` for its reply.
     fn attempt(&self, request: &Request, wait: Duration) -> Attempt {
         let mut slot = self.socket.borrow_mut();
@@ -408,8 +439,7 @@ impl RpcClient {
         let Some(socket) = slot.as_ref() else {
             return Attempt::Failed(Error::Transport("no socket".into()));
         };
-        let frames: [&[u8]; 2] = [b"", &protocol::encode_request(request)];
-        if let Err(e) = socket.send_multipart(frames, zmq::DONTWAIT) {
+        if let Err(e) = socket.send_multipart(self.frames_of(request), zmq::DONTWAIT) {
             self.drop_socket(&mut slot);
             return Attempt::NoReply(Error::Transport(format!(
                 "cannot send to {}: {e}",
@@ -493,6 +523,7 @@ impl RpcClient {
             args,
             kwargs,
             timeout_ms: Some(u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)),
+            accept_frames: self.data_frames,
         };
         let mut slot = self.socket.borrow_mut();
         if slot.is_none() {
@@ -501,9 +532,8 @@ impl RpcClient {
         let Some(socket) = slot.as_ref() else {
             return Err(Error::Transport("no socket".into()));
         };
-        let frames: [&[u8]; 2] = [b"", &protocol::encode_request(&request)];
         socket
-            .send_multipart(frames, zmq::DONTWAIT)
+            .send_multipart(self.frames_of(&request), zmq::DONTWAIT)
             .map_err(|e| Error::Transport(format!("cannot send to {}: {e}", self.endpoint)))?;
         self.inflight.borrow_mut().insert(id.clone(), None);
         Ok(Pending {

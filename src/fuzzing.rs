@@ -109,9 +109,15 @@ impl BrokerHarness {
     fn check(&mut self) {
         for action in self.out.drain(..) {
             match action {
-                Action::ToClient { envelope, reply } => {
+                Action::ToClient {
+                    envelope,
+                    reply,
+                    data,
+                } => {
                     assert!(!envelope.is_empty(), "a reply without an envelope");
-                    if let Err(e) = protocol::decode_reply(&reply) {
+                    if let Err(e) =
+                        protocol::decode_reply_frames(&reply, data.into_iter().collect())
+                    {
                         panic!("the broker sent an invalid reply ({e}): {reply:?}");
                     }
                 }

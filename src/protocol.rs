@@ -1,7 +1,8 @@
 //! The wire protocol: bytes to typed messages and back. No sockets, clocks or threads.
 //!
 //! Two protocols, both specified in `docs/protocol.md`:
-//! - the **client protocol**: one UTF-8 JSON frame each way ([`Request`], [`Reply`]);
+//! - the **client protocol**: one UTF-8 JSON frame each way ([`Request`], [`Reply`]),
+//!   optionally followed by data frames that carry long strings as raw text;
 //! - the **worker protocol** between broker and workers: multipart messages that start
 //!   with [`WORKER_PROTOCOL`] and a command name ([`WorkerMessage`], [`BrokerMessage`]).
 //!
@@ -28,6 +29,13 @@ pub const BUILTIN_LIST: &str = "list_functions";
 /// All reserved names.
 pub const RESERVED_NAMES: &[&str] = &[BUILTIN_PING, BUILTIN_LIST];
 
+/// Strings at least this long travel in data frames (`docs/protocol.md` 4.10) when the
+/// reference client sends them as arguments, and when the reference server returns
+/// them to a client that accepts data frames. Below it, the JSON escaping that a data
+/// frame saves costs less than a microsecond or two; above it, it is the larger part of
+/// a call (16 KiB: about 5 µs per pass).
+pub const FRAME_MIN_BYTES: usize = 16 * 1024;
+
 /// A client's call, as it travels from client to broker.
 #[derive(Clone, PartialEq)]
 pub struct Request {
@@ -43,6 +51,8 @@ pub struct Request {
     pub kwargs: Map<String, Value>,
     /// The time the client will still wait, in milliseconds, when it sent the request.
     pub timeout_ms: Option<u64>,
+    /// The client reads a reply whose string result is a data frame (`accept_frames`).
+    pub accept_frames: bool,
 }
 
 /// A request that could not be decoded, with whatever id could be read from it so the
@@ -180,6 +190,7 @@ impl std::fmt::Debug for Request {
             .field("args", &self.args)
             .field("kwargs", &self.kwargs)
             .field("timeout_ms", &self.timeout_ms)
+            .field("accept_frames", &self.accept_frames)
             .finish()
     }
 }
@@ -256,12 +267,21 @@ fn field_kwargs(map: &mut Map<String, Value>) -> Result<Map<String, Value>, Erro
     }
 }
 
-/// Decodes a client request frame.
+/// Decodes a client request frame (one without data frames).
 ///
 /// # Errors
 /// A [`BadRequest`] carrying [`Error::Protocol`] and the id, when one was readable.
 pub fn decode_request(frame: &[u8]) -> Result<Request, BadRequest> {
-    let mut map = parse_object(frame, "request").map_err(|error| BadRequest {
+    decode_request_frames(frame, Vec::new())
+}
+
+/// Decodes a client request: its body frame and the data frames that came after it
+/// (`docs/protocol.md` 4.10), whose strings take their places in `args`.
+///
+/// # Errors
+/// A [`BadRequest`] carrying [`Error::Protocol`] and the id, when one was readable.
+pub fn decode_request_frames(body: &[u8], data: Vec<Vec<u8>>) -> Result<Request, BadRequest> {
+    let mut map = parse_object(body, "request").map_err(|error| BadRequest {
         id: Value::Null,
         error,
     })?;
@@ -280,28 +300,151 @@ pub fn decode_request(frame: &[u8]) -> Result<Request, BadRequest> {
             )));
         }
     }
-    Ok(Request {
+    let mut req = Request {
         password: take_str(&mut map, "password").map_err(bad)?,
         function: take_str(&mut map, "function").map_err(bad)?,
         args: field_args(&mut map).map_err(bad)?,
         kwargs: field_kwargs(&mut map).map_err(bad)?,
         timeout_ms: field_opt_u64(&map, "timeout_ms").map_err(bad)?,
-        id,
-    })
+        accept_frames: field_opt_bool(&map, "accept_frames").map_err(bad)?,
+        id: None,
+    };
+    let positions = field_frames(&map).map_err(bad)?;
+    fill_frames(&mut req.args, &positions, data).map_err(bad)?;
+    req.id = id;
+    Ok(req)
+}
+
+fn field_opt_bool(map: &Map<String, Value>, name: &str) -> Result<bool, Error> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(protocol_error(format!("field `{name}` must be a boolean"))),
+    }
+}
+
+/// The `frames` field: the positions in `args` whose strings are data frames.
+fn field_frames(map: &Map<String, Value>) -> Result<Vec<usize>, Error> {
+    let bad = || protocol_error("field `frames` must be an array of argument positions");
+    match map.get("frames") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|p| {
+                p.as_u64()
+                    .and_then(|p| usize::try_from(p).ok())
+                    .ok_or_else(bad)
+            })
+            .collect(),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// Checks the positions of a request's `frames` against its `args` (`len` of them;
+/// `is_null(i)`: `args[i]` is `null`) and the number of data frames that came.
+fn check_frames(
+    positions: &[usize],
+    len: usize,
+    is_null: impl Fn(usize) -> bool,
+    data: usize,
+) -> Result<(), Error> {
+    for &p in positions {
+        if p >= len {
+            return Err(protocol_error(format!(
+                "`frames` names argument {p}, but `args` has {len}"
+            )));
+        }
+        if !is_null(p) {
+            return Err(protocol_error(format!(
+                "`args[{p}]` must be null: its value is in a data frame"
+            )));
+        }
+    }
+    let mut sorted = positions.to_vec();
+    sorted.sort_unstable();
+    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return Err(protocol_error(format!(
+            "`frames` names argument {} twice",
+            w[0]
+        )));
+    }
+    if data != positions.len() {
+        return Err(protocol_error(format!(
+            "`frames` names {} data frames, got {data}",
+            positions.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The text of a data frame, which must be UTF-8 (`what` names it in the error).
+fn frame_text(bytes: Vec<u8>, what: impl std::fmt::Display) -> Result<String, Error> {
+    String::from_utf8(bytes)
+        .map_err(|_| protocol_error(format!("the data frame of {what} is not valid UTF-8")))
+}
+
+/// Puts the data frames' strings into `args` at `positions`, after checking both.
+fn fill_frames(args: &mut [Value], positions: &[usize], data: Vec<Vec<u8>>) -> Result<(), Error> {
+    check_frames(positions, args.len(), |i| args[i].is_null(), data.len())?;
+    for (&p, bytes) in positions.iter().zip(data) {
+        args[p] = Value::String(frame_text(bytes, format_args!("argument {p}"))?);
+    }
+    Ok(())
 }
 
 fn is_scalar(v: &Value) -> bool {
     !matches!(v, Value::Array(_) | Value::Object(_))
 }
 
-/// Encodes a client request frame (canonical form).
+/// Encodes a client request frame (canonical form), every argument inline.
 pub fn encode_request(req: &Request) -> Vec<u8> {
-    use crate::json::{write_array, write_object, write_str, write_value};
+    write_request(req, &[])
+}
+
+/// Encodes a client request with the top-level string arguments of at least
+/// `min_bytes` bytes in data frames (`docs/protocol.md` 4.10): the body frame, then one
+/// frame per such argument. Without such arguments, just [`encode_request`]'s frame.
+pub fn encode_request_frames(req: &Request, min_bytes: usize) -> Vec<Vec<u8>> {
+    let long = |v: &Value| matches!(v, Value::String(s) if s.len() >= min_bytes);
+    let positions: Vec<usize> = (0..req.args.len())
+        .filter(|&i| long(&req.args[i]))
+        .collect();
+    let mut frames = Vec::with_capacity(1 + positions.len());
+    frames.push(write_request(req, &positions));
+    for &p in &positions {
+        if let Value::String(s) = &req.args[p] {
+            frames.push(s.as_bytes().to_vec());
+        }
+    }
+    frames
+}
+
+/// The canonical body, with `null` in `args` at `positions` (listed in `frames`).
+fn write_request(req: &Request, positions: &[usize]) -> Vec<u8> {
+    use crate::json::{write_object, write_str, write_value};
     // The canonical form (fields in sorted order, absent ones left out), written with
     // the fast string writer: the arguments are what can be large.
     let mut out = Vec::with_capacity(96 + req.password.len() + req.function.len());
-    out.extend_from_slice(b"{\"args\":");
-    write_array(&mut out, &req.args);
+    out.push(b'{');
+    if req.accept_frames {
+        out.extend_from_slice(b"\"accept_frames\":true,");
+    }
+    out.extend_from_slice(b"\"args\":[");
+    for (i, v) in req.args.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if positions.contains(&i) {
+            out.extend_from_slice(b"null");
+        } else {
+            write_value(&mut out, v);
+        }
+    }
+    out.push(b']');
+    if !positions.is_empty() {
+        out.extend_from_slice(b",\"frames\":");
+        out.extend_from_slice(&serde_json::to_vec(positions).unwrap_or_default());
+    }
     out.extend_from_slice(b",\"function\":");
     write_str(&mut out, &req.function);
     if let Some(id) = &req.id {
@@ -410,15 +553,50 @@ pub fn encode_reply(reply: &Reply) -> Vec<u8> {
     to_bytes_of(&ReplyOut::new(Some(&reply.id), &reply.outcome))
 }
 
-/// Decodes a client reply frame.
+/// Decodes a client reply frame (one without a data frame).
 ///
 /// # Errors
 /// [`Error::Protocol`] when the frame is not a reply.
 pub fn decode_reply(frame: &[u8]) -> Result<Reply, Error> {
-    let mut map = parse_object(frame, "reply")?;
+    decode_reply_frames(frame, Vec::new())
+}
+
+/// Decodes a client reply: its body frame and the data frame after it, if any
+/// (`docs/protocol.md` 4.10).
+///
+/// # Errors
+/// [`Error::Protocol`] when the frames are not a reply.
+pub fn decode_reply_frames(body: &[u8], mut data: Vec<Vec<u8>>) -> Result<Reply, Error> {
+    let mut map = parse_object(body, "reply")?;
+    let outcome = match map.get("result_frame") {
+        None | Some(Value::Null) if data.is_empty() => outcome_from_map(&mut map)?,
+        None | Some(Value::Null) => {
+            return Err(protocol_error(format!(
+                "a reply without `result_frame` is one frame, got {} more",
+                data.len()
+            )))
+        }
+        Some(Value::Bool(true)) => {
+            if map.contains_key("result") || map.contains_key("error") {
+                return Err(protocol_error(
+                    "a reply with `result_frame` has neither `result` nor `error`",
+                ));
+            }
+            match (data.pop(), data.len()) {
+                (Some(text), 0) => Ok(Value::String(frame_text(text, "the result")?)),
+                (text, more) => {
+                    return Err(protocol_error(format!(
+                        "a reply with `result_frame` is followed by one data frame, got {}",
+                        more + usize::from(text.is_some())
+                    )))
+                }
+            }
+        }
+        Some(_) => return Err(protocol_error("field `result_frame` must be true")),
+    };
     Ok(Reply {
         id: map.get("id").cloned().unwrap_or(Value::Null),
-        outcome: outcome_from_map(&mut map)?,
+        outcome,
     })
 }
 
@@ -752,6 +930,21 @@ fn raw_fields(text: &str) -> Option<RawFields<'_>> {
     serde_json::from_str(text).ok()
 }
 
+/// Whether a request body has a `frames` field that is not `null`: then the frames
+/// after it are its data frames (`docs/protocol.md` 4.1). `false` for a body that is
+/// not a JSON object.
+pub(crate) fn lists_frames(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Listed<'a> {
+        #[serde(borrow)]
+        frames: Option<&'a serde_json::value::RawValue>,
+    }
+    std::str::from_utf8(body)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Listed<'_>>(text).ok())
+        .is_some_and(|l| l.frames.is_some_and(|f| f.get() != "null"))
+}
+
 /// Where `part` (a slice of `whole`) lies in it.
 fn span(whole: &str, part: &str) -> std::ops::Range<usize> {
     let start = part.as_ptr() as usize - whole.as_ptr() as usize;
@@ -775,6 +968,11 @@ pub(crate) struct RawRequest {
     args: Option<std::ops::Range<usize>>,
     /// The object of keyword arguments in `frame`; `None`: absent, `null` or empty.
     kwargs: Option<std::ops::Range<usize>>,
+    /// The data frames (checked UTF-8), each with its position in `args`, where the
+    /// text has `null`.
+    frames: Vec<(usize, Vec<u8>)>,
+    /// As [`Request::accept_frames`].
+    pub accept_frames: bool,
 }
 
 impl std::fmt::Debug for RawRequest {
@@ -786,6 +984,8 @@ impl std::fmt::Debug for RawRequest {
             .field("args_bytes", &self.args().len())
             .field("kwargs_bytes", &self.kwargs().map_or(0, <[u8]>::len))
             .field("timeout_ms", &self.timeout_ms)
+            .field("frames", &self.frames.len())
+            .field("accept_frames", &self.accept_frames)
             .finish()
     }
 }
@@ -802,6 +1002,43 @@ impl RawRequest {
     /// The keyword arguments' JSON text (an object), when there are any.
     pub(crate) fn kwargs(&self) -> Option<&[u8]> {
         self.kwargs.as_ref().map(|r| &self.frame[r.clone()])
+    }
+
+    /// The data frames with their positions in [`RawRequest::args`].
+    pub(crate) fn frames(&self) -> &[(usize, Vec<u8>)] {
+        &self.frames
+    }
+
+    /// Moves the data frames out (to a call that runs in this process, which is never
+    /// sent again); the request keeps no copy.
+    pub(crate) fn take_frames(&mut self) -> Vec<(usize, Vec<u8>)> {
+        std::mem::take(&mut self.frames)
+    }
+
+    /// The positional arguments' JSON text with the data frames' strings written in,
+    /// for a worker process (the worker protocol has no data frames).
+    pub(crate) fn args_inline(&self) -> std::borrow::Cow<'_, [u8]> {
+        use serde_json::value::RawValue;
+        if self.frames.is_empty() {
+            return self.args().into();
+        }
+        // Checked when the request was decoded: this parses.
+        let items: Vec<&RawValue> = serde_json::from_slice(self.args()).unwrap_or_default();
+        let size = self.args().len() + self.frames.iter().map(|(_, f)| f.len() + 2).sum::<usize>();
+        let mut out = Vec::with_capacity(size);
+        out.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let frame = self.frames.iter().find(|(p, _)| *p == i);
+            match frame.and_then(|(_, f)| std::str::from_utf8(f).ok()) {
+                Some(text) => crate::json::write_str(&mut out, text),
+                None => out.extend_from_slice(item.get().as_bytes()),
+            }
+        }
+        out.push(b']');
+        out.into()
     }
 
     /// From a request decoded into `Value`s (the rare path): the arguments encoded.
@@ -821,32 +1058,41 @@ impl RawRequest {
             timeout_ms: req.timeout_ms,
             args,
             kwargs,
+            frames: Vec::new(),
+            accept_frames: req.accept_frames,
         }
     }
 }
 
-/// Decodes a client request frame for the broker, keeping the arguments as JSON text.
-/// Accepts exactly the frames [`decode_request`] accepts, with the same fields, and
-/// fails with the same errors.
+/// Decodes a client request for the broker, keeping the arguments as JSON text: its
+/// body frame and the data frames after it. Accepts exactly the requests
+/// [`decode_request_frames`] accepts, with the same fields, and fails with the same
+/// errors.
 ///
 /// # Errors
-/// As [`decode_request`].
-pub(crate) fn decode_request_raw(frame: Vec<u8>) -> Result<RawRequest, BadRequest> {
-    match read_raw_request(&frame) {
+/// As [`decode_request_frames`].
+pub(crate) fn decode_request_raw(
+    frame: Vec<u8>,
+    data: Vec<Vec<u8>>,
+) -> Result<RawRequest, BadRequest> {
+    match read_raw_request(&frame, &data) {
         Some(parts) => {
-            let (id, password, function, timeout_ms, args, kwargs) = parts;
+            let (id, password, function, timeout_ms, args, kwargs, positions, accept_frames) =
+                parts;
             Ok(RawRequest {
-                frame,
                 id,
                 password,
                 function,
                 timeout_ms,
                 args,
                 kwargs,
+                frames: positions.into_iter().zip(data).collect(),
+                accept_frames,
+                frame,
             })
         }
         // Anything unusual (and every error) takes the reference path.
-        None => decode_request(&frame).map(RawRequest::from_request),
+        None => decode_request_frames(&frame, data).map(RawRequest::from_request),
     }
 }
 
@@ -857,9 +1103,14 @@ type RawParts = (
     Option<u64>,
     Option<std::ops::Range<usize>>,
     Option<std::ops::Range<usize>>,
+    Vec<usize>,
+    bool,
 );
 
-fn read_raw_request(frame: &[u8]) -> Option<RawParts> {
+/// The fields of a well-formed request, read from the JSON text without building
+/// `Value`s for the arguments; `None` if anything is unusual or wrong (then
+/// [`decode_request_frames`] decides).
+fn read_raw_request(frame: &[u8], data: &[Vec<u8>]) -> Option<RawParts> {
     let text = std::str::from_utf8(frame).ok()?;
     let fields = raw_fields(text)?;
     let id = match fields.get("id") {
@@ -894,7 +1145,33 @@ fn read_raw_request(frame: &[u8]) -> Option<RawParts> {
         None | Some("null") => None,
         Some(t) => Some(serde_json::from_str::<u64>(t).ok()?),
     };
-    Some((id, password, function, timeout_ms, args, kwargs))
+    let accept_frames = match fields.get("accept_frames").map(|r| r.get()) {
+        None | Some("null") => false,
+        Some(b) => serde_json::from_str::<bool>(b).ok()?,
+    };
+    let positions = match fields.get("frames").map(|r| r.get()) {
+        None | Some("null") => Vec::new(),
+        Some(f) => serde_json::from_str::<Vec<usize>>(f).ok()?,
+    };
+    if !(positions.is_empty() && data.is_empty()) {
+        let items: Vec<&serde_json::value::RawValue> =
+            serde_json::from_str(args.clone().map_or("[]", |r| &text[r])).ok()?;
+        let is_null = |i: usize| items[i].get() == "null";
+        check_frames(&positions, items.len(), is_null, data.len()).ok()?;
+        if data.iter().any(|d| std::str::from_utf8(d).is_err()) {
+            return None;
+        }
+    }
+    Some((
+        id,
+        password,
+        function,
+        timeout_ms,
+        args,
+        kwargs,
+        positions,
+        accept_frames,
+    ))
 }
 
 /// Encodes a REQUEST whose arguments are JSON text: the frames
@@ -934,6 +1211,9 @@ pub(crate) fn encode_raw_request_message(
 pub(crate) enum RawOutcome<'a> {
     /// The result's JSON text.
     Result(std::borrow::Cow<'a, [u8]>),
+    /// A string result's UTF-8 text, for a client that accepts data frames (from the
+    /// local pool or a direct call; worker processes send JSON).
+    Text(Vec<u8>),
     /// The error the worker reported.
     Error(Error),
 }
@@ -978,24 +1258,56 @@ pub(crate) fn error_body(error: &Error) -> Vec<u8> {
     to_bytes_of(&ReplyOut::new(None, &outcome).error)
 }
 
-/// A client reply from its parts: `id`, and the outcome's JSON text (`error`: an error
-/// object from [`error_body`], else a result). The bytes of [`encode_reply`] for the
-/// same reply, up to whitespace inside a result.
-pub(crate) fn reply_from_parts(id: &Value, error: bool, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + 48);
-    if error {
-        out.extend_from_slice(b"{\"error\":");
-        out.extend_from_slice(body);
-        out.extend_from_slice(b",\"id\":");
-        let _ = serde_json::to_writer(&mut out, id);
-    } else {
-        out.extend_from_slice(b"{\"id\":");
-        let _ = serde_json::to_writer(&mut out, id);
-        out.extend_from_slice(b",\"result\":");
-        out.extend_from_slice(body);
+/// What the bytes of a finished call's outcome are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutcomeKind {
+    /// A result's JSON text.
+    Result,
+    /// An error object's JSON text, from [`error_body`].
+    Error,
+    /// A string result's UTF-8 text, for a client that accepts data frames.
+    Text,
+}
+
+/// A client reply from its parts: `id`, and the outcome's bytes of `kind`. The bytes
+/// of [`encode_reply`] for the same reply, up to whitespace inside a result; for a
+/// [`OutcomeKind::Text`], the body `{"id":..,"result_frame":true}` and the text as a
+/// data frame.
+pub(crate) fn reply_from_parts(
+    id: &Value,
+    kind: OutcomeKind,
+    body: std::borrow::Cow<'_, [u8]>,
+) -> (Vec<u8>, Option<Vec<u8>>) {
+    let mut out = Vec::with_capacity(
+        48 + if kind == OutcomeKind::Text {
+            0
+        } else {
+            body.len()
+        },
+    );
+    let mut data = None;
+    match kind {
+        OutcomeKind::Error => {
+            out.extend_from_slice(b"{\"error\":");
+            out.extend_from_slice(&body);
+            out.extend_from_slice(b",\"id\":");
+            let _ = serde_json::to_writer(&mut out, id);
+        }
+        OutcomeKind::Result => {
+            out.extend_from_slice(b"{\"id\":");
+            let _ = serde_json::to_writer(&mut out, id);
+            out.extend_from_slice(b",\"result\":");
+            out.extend_from_slice(&body);
+        }
+        OutcomeKind::Text => {
+            out.extend_from_slice(b"{\"id\":");
+            let _ = serde_json::to_writer(&mut out, id);
+            out.extend_from_slice(b",\"result_frame\":true");
+            data = Some(body.into_owned());
+        }
     }
     out.push(b'}');
-    out
+    (out, data)
 }
 
 #[cfg(test)]
@@ -1154,8 +1466,13 @@ mod tests {
     // The raw decoders must accept and refuse exactly what the `Value` decoders do.
 
     fn same_request(frame: &[u8]) {
-        let raw = decode_request_raw(frame.to_vec());
-        let reference = decode_request(frame);
+        same_request_with(frame, &[]);
+    }
+
+    fn same_request_with(frame: &[u8], data: &[&str]) {
+        let data: Vec<Vec<u8>> = data.iter().map(|d| d.as_bytes().to_vec()).collect();
+        let raw = decode_request_raw(frame.to_vec(), data.clone());
+        let reference = decode_request_frames(frame, data);
         match (raw, reference) {
             (Err(a), Err(b)) => assert_eq!(a, b, "{:?}", String::from_utf8_lossy(frame)),
             (Ok(raw), Ok(req)) => {
@@ -1164,7 +1481,9 @@ mod tests {
                 assert_eq!(raw.password, req.password, "{text}");
                 assert_eq!(raw.function, req.function, "{text}");
                 assert_eq!(raw.timeout_ms, req.timeout_ms, "{text}");
-                let args: Vec<Value> = serde_json::from_slice(raw.args()).expect("args parse");
+                assert_eq!(raw.accept_frames, req.accept_frames, "{text}");
+                let args: Vec<Value> =
+                    serde_json::from_slice(&raw.args_inline()).expect("args parse");
                 assert_eq!(args, req.args, "{text}");
                 match raw.kwargs() {
                     None => assert!(req.kwargs.is_empty(), "{text}"),
@@ -1181,8 +1500,13 @@ mod tests {
                     kwargs: req.kwargs.clone(),
                     timeout_ms: Some(9),
                 };
-                let frames =
-                    encode_raw_request_message(4, &raw.function, raw.args(), raw.kwargs(), Some(9));
+                let frames = encode_raw_request_message(
+                    4,
+                    &raw.function,
+                    &raw.args_inline(),
+                    raw.kwargs(),
+                    Some(9),
+                );
                 assert_eq!(
                     decode_broker_message(&frames).expect("forwarded call decodes"),
                     BrokerMessage::Request { key: 4, call },
@@ -1223,6 +1547,142 @@ mod tests {
         r#"null"#,
         r#"{"password":"p","function":"f","id":1.5,"args":[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]}"#,
     ];
+
+    #[test]
+    fn raw_request_decoding_matches_the_reference_with_data_frames() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                r#"{"password":"p","function":"f","args":[null,1,null],"frames":[2,0]}"#,
+                &["two \"q\" \u{e9}", "zero\n"],
+            ),
+            (
+                r#"{"password":"p","function":"f","args":[ null ],"frames":[0],"accept_frames":true}"#,
+                &[""],
+            ),
+            (
+                r#"{"password":"p","function":"f","frames":[],"accept_frames":false}"#,
+                &[],
+            ),
+            (
+                r#"{"password":"p","function":"f","frames":null,"accept_frames":null}"#,
+                &[],
+            ),
+            // Refused, with the same error on both paths.
+            (
+                r#"{"password":"p","function":"f","args":[null],"frames":[0]}"#,
+                &[],
+            ),
+            (
+                r#"{"password":"p","function":"f","args":[null],"frames":[0]}"#,
+                &["a", "b"],
+            ),
+            (
+                r#"{"password":"p","function":"f","args":[null],"frames":[1]}"#,
+                &["a"],
+            ),
+            (
+                r#"{"password":"p","function":"f","args":[1],"frames":[0]}"#,
+                &["a"],
+            ),
+            (
+                r#"{"password":"p","function":"f","args":[null,null],"frames":[1,1]}"#,
+                &["a", "b"],
+            ),
+            (
+                r#"{"password":"p","function":"f","args":[null],"frames":[-1]}"#,
+                &["a"],
+            ),
+            (
+                r#"{"password":"p","function":"f","args":[null],"frames":[0.0]}"#,
+                &["a"],
+            ),
+            (
+                r#"{"password":"p","function":"f","args":[null],"frames":{}}"#,
+                &["a"],
+            ),
+            (
+                r#"{"password":"p","function":"f","accept_frames":"yes"}"#,
+                &[],
+            ),
+            (r#"{"password":"p","function":"f"}"#, &["stray"]),
+        ];
+        for (frame, data) in cases {
+            same_request_with(frame.as_bytes(), data);
+        }
+        // Not UTF-8: refused on both paths.
+        let frame = br#"{"password":"p","function":"f","args":[null],"frames":[0]}"#;
+        let bad = decode_request_raw(frame.to_vec(), vec![vec![0xc3]]).unwrap_err();
+        assert_eq!(
+            bad,
+            decode_request_frames(frame, vec![vec![0xc3]]).unwrap_err()
+        );
+        assert_eq!(
+            bad.error,
+            Error::Protocol("the data frame of argument 0 is not valid UTF-8".into())
+        );
+    }
+
+    #[test]
+    fn requests_with_data_frames_round_trip() {
+        let req = Request {
+            id: Some(json!(1)),
+            password: "p".into(),
+            function: "f".into(),
+            args: vec![
+                json!("short"),
+                json!("x".repeat(40)),
+                json!(3),
+                json!("y".repeat(50)),
+            ],
+            kwargs: Map::new(),
+            timeout_ms: Some(100),
+            accept_frames: true,
+        };
+        let frames = encode_request_frames(&req, 40);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(
+            frames[0],
+            br#"{"accept_frames":true,"args":["short",null,3,null],"frames":[1,3],"function":"f","id":1,"password":"p","timeout_ms":100}"#
+        );
+        assert_eq!(frames[1], "x".repeat(40).into_bytes());
+        let mut data = frames.clone();
+        let body = data.remove(0);
+        assert_eq!(decode_request_frames(&body, data), Ok(req.clone()));
+        // Below the threshold everything stays inline: the single-frame encoding.
+        assert_eq!(encode_request_frames(&req, 51), vec![encode_request(&req)]);
+        assert!(lists_frames(&frames[0]));
+        assert!(!lists_frames(&encode_request(&req)));
+        assert!(!lists_frames(br#"{"frames":null}"#));
+        assert!(!lists_frames(b"not json"));
+    }
+
+    #[test]
+    fn replies_with_a_data_frame_decode() {
+        let id = json!("i");
+        let (body, data) =
+            reply_from_parts(&id, OutcomeKind::Text, b"t\"\xc3\xa9".as_slice().into());
+        assert_eq!(body, br#"{"id":"i","result_frame":true}"#);
+        let data = data.expect("a data frame");
+        assert_eq!(
+            decode_reply_frames(&body, vec![data.clone()]),
+            Ok(Reply {
+                id: id.clone(),
+                outcome: Ok(json!("t\"\u{e9}"))
+            })
+        );
+        let refused = |body: &[u8], data: Vec<Vec<u8>>| {
+            matches!(decode_reply_frames(body, data), Err(Error::Protocol(_)))
+        };
+        assert!(refused(&body, vec![]));
+        assert!(refused(&body, vec![data.clone(), data.clone()]));
+        assert!(refused(&body, vec![vec![0xff]]));
+        assert!(refused(br#"{"id":1,"result":2}"#, vec![data.clone()]));
+        assert!(refused(
+            br#"{"id":1,"result":2,"result_frame":true}"#,
+            vec![data.clone()]
+        ));
+        assert!(refused(br#"{"id":1,"result_frame":false}"#, vec![data]));
+    }
 
     #[test]
     fn raw_request_decoding_matches_the_reference() {
@@ -1303,7 +1763,8 @@ mod tests {
                 let parsed: Value = serde_json::from_slice(&body).expect("result parses");
                 assert_eq!(parsed, v, "{frames:?}");
                 let id = json!("i-1");
-                let reply = reply_from_parts(&id, false, &body);
+                let (reply, data) = reply_from_parts(&id, OutcomeKind::Result, body);
+                assert_eq!(data, None);
                 assert_eq!(decode_reply(&reply).unwrap(), Reply { id, outcome: Ok(v) });
             }
             (
@@ -1316,11 +1777,14 @@ mod tests {
                 assert_eq!((key, &e), (k, &f));
                 let id = json!(3);
                 assert_eq!(
-                    reply_from_parts(&id, true, &error_body(&e)),
-                    encode_reply(&Reply {
-                        id,
-                        outcome: Err(f)
-                    })
+                    reply_from_parts(&id, OutcomeKind::Error, error_body(&e).into()),
+                    (
+                        encode_reply(&Reply {
+                            id,
+                            outcome: Err(f)
+                        }),
+                        None
+                    )
                 );
             }
             (a, b) => panic!("raw and reference disagree on {frames:?}: {a:?} / {b:?}"),
@@ -1386,13 +1850,13 @@ mod tests {
             Err(Error::Runtime("boom".into())),
         ] {
             let id = json!("5f3e9a01-7");
-            let (error, body) = match &outcome {
-                Ok(v) => (false, to_bytes(v)),
-                Err(e) => (true, error_body(e)),
+            let (kind, body) = match &outcome {
+                Ok(v) => (OutcomeKind::Result, to_bytes(v)),
+                Err(e) => (OutcomeKind::Error, error_body(e)),
             };
             assert_eq!(
-                reply_from_parts(&id, error, &body),
-                encode_reply(&Reply { id, outcome })
+                reply_from_parts(&id, kind, body.into()),
+                (encode_reply(&Reply { id, outcome }), None)
             );
         }
     }

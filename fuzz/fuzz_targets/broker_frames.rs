@@ -49,7 +49,11 @@ impl Input<'_> {
                         "id": seed % 8,
                         "password": if seed & 0x80 == 0 { PASSWORD } else { "wrong" },
                         "function": function,
-                        "args": [seed, 2],
+                        "args": [if seed & 0x40 == 0 { serde_json::json!(seed) } else { serde_json::Value::Null }, 2],
+                        // With bit 6: the first argument is the next frame (a data
+                        // frame, docs/protocol.md 4.10), if the input sends one.
+                        "frames": if seed & 0x40 == 0 { serde_json::json!(null) } else { serde_json::json!([0]) },
+                        "accept_frames": seed & 0x20 != 0,
                         "timeout_ms": u64::from(seed) * 4,
                     })
                 }

@@ -10,6 +10,7 @@
 //! first; otherwise it waits in one FIFO queue. A slow call therefore never holds up a
 //! fast one while any worker that could run the fast one is idle.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -20,9 +21,10 @@ use super::recent::{KeyHasher, Recent, RetryKey, Seen};
 use super::throttle::Throttle;
 use crate::error::Error;
 use crate::protocol::{
-    self, BrokerMessage, FunctionInfo, RawOutcome, RawRequest, Ready, Reply, WorkerMessage,
+    self, BrokerMessage, FunctionInfo, OutcomeKind, RawOutcome, RawRequest, Ready, Reply,
+    WorkerMessage,
 };
-use crate::worker::local::LocalCall;
+use crate::worker::local::{LocalCall, Output};
 
 /// A decoded worker message: a REPLY with its result still JSON text, or another one.
 enum Incoming<'a> {
@@ -68,8 +70,13 @@ const LOCAL_CALLS_PER_THREAD: u32 = 4;
 #[derive(Debug, PartialEq)]
 #[allow(clippy::enum_variant_names)] // where each goes is what tells them apart
 pub(crate) enum Action {
-    /// Send `reply` (one frame) to the client behind `envelope`.
-    ToClient { envelope: Envelope, reply: Vec<u8> },
+    /// Send `reply` to the client behind `envelope`, followed by `data` when the
+    /// result is a data frame.
+    ToClient {
+        envelope: Envelope,
+        reply: Vec<u8>,
+        data: Option<Vec<u8>>,
+    },
     /// Send `frames` to `worker`. `key` names the request they carry, if any, so that
     /// a failed send can be reported back with [`Dispatcher::undeliverable`].
     ToWorker {
@@ -236,18 +243,27 @@ fn encode(id: Value, outcome: Result<Value, Error>) -> Vec<u8> {
     protocol::encode_reply(&Reply { id, outcome })
 }
 
-/// Sends one encoded reply to every waiting client (the last one gets `reply` itself,
-/// not a copy: usually there is only one).
-fn answer(mut waiters: Vec<Envelope>, reply: Vec<u8>, out: &mut Vec<Action>) {
+/// Sends one encoded reply (and its data frame, if any) to every waiting client (the
+/// last one gets `reply` itself, not a copy: usually there is only one).
+fn answer(
+    mut waiters: Vec<Envelope>,
+    (reply, data): (Vec<u8>, Option<Vec<u8>>),
+    out: &mut Vec<Action>,
+) {
     let last = waiters.pop();
     for envelope in waiters {
         out.push(Action::ToClient {
             envelope,
             reply: reply.clone(),
+            data: data.clone(),
         });
     }
     if let Some(envelope) = last {
-        out.push(Action::ToClient { envelope, reply });
+        out.push(Action::ToClient {
+            envelope,
+            reply,
+            data,
+        });
     }
 }
 
@@ -312,6 +328,7 @@ impl Dispatcher {
         out.push(Action::ToClient {
             envelope,
             reply: encode(id, outcome),
+            data: None,
         });
     }
 
@@ -341,18 +358,25 @@ impl Dispatcher {
             return; // nothing to answer to: a ROUTER always gives an identity frame
         }
         let body_frames = envelope.len() - split;
-        if body_frames != 1 {
+        // More than one frame: data frames (docs/protocol.md 4.10), if the body says so.
+        let framed = body_frames > 1 && protocol::lists_frames(&envelope[split]);
+        if body_frames == 0 || (body_frames > 1 && !framed) {
             envelope.truncate(split);
             let err = Error::Protocol(format!(
                 "a request is one frame after the envelope, got {body_frames}"
             ));
             return self.reply(envelope, Value::Null, Err(err), out);
         }
-        // The body is the last frame: taking it leaves the envelope (no second `Vec`).
+        let data = if framed {
+            envelope.split_off(split + 1)
+        } else {
+            Vec::new()
+        };
+        // The body is now the last frame: taking it leaves the envelope.
         let Some(frame) = envelope.pop() else {
             return;
         };
-        let req = match protocol::decode_request_raw(frame) {
+        let req = match protocol::decode_request_raw(frame, data) {
             Ok(req) => req,
             Err(bad) => return self.reply(envelope, bad.id, Err(bad.error), out),
         };
@@ -402,11 +426,22 @@ impl Dispatcher {
             Duration::from_millis(ms).min(self.settings.timeout)
         });
         let id_text = serde_json::to_string(&id).unwrap_or_default();
+        let positions: Vec<u8> = req
+            .frames()
+            .iter()
+            .flat_map(|(p, _)| (*p as u64).to_le_bytes())
+            .collect();
+        let mut arguments = vec![
+            req.args(),
+            req.kwargs().unwrap_or_default(),
+            if req.accept_frames { b"accept" } else { b"" },
+            &positions,
+        ];
+        arguments.extend(req.frames().iter().map(|(_, f)| f.as_slice()));
         let retry_key = self.keys.key(
             req.id.as_ref().map(|_| id_text.as_str()),
             &req.function,
-            req.args(),
-            req.kwargs().unwrap_or_default(),
+            &arguments,
         );
         // A client retries only until the deadline it announced; one that announces
         // none may retry for the whole window.
@@ -415,12 +450,16 @@ impl Dispatcher {
         });
         if let Some(key) = &retry_key {
             match self.recent.get(key, now) {
-                Some(Seen::Done { error, body }) => {
+                Some(Seen::Done { kind, body }) => {
                     tracing::debug!(%id, "retry of a finished request: stored reply");
                     // The retry's id encodes to the original's bytes: it matched.
-                    let reply = protocol::reply_from_parts(&id, error, body);
+                    let (reply, data) = protocol::reply_from_parts(&id, kind, body.into());
                     self.recent.extend(key, remember, now);
-                    out.push(Action::ToClient { envelope, reply });
+                    out.push(Action::ToClient {
+                        envelope,
+                        reply,
+                        data,
+                    });
                     return;
                 }
                 Some(Seen::Running(job_key)) => {
@@ -551,12 +590,15 @@ impl Dispatcher {
         job.state = State::Running(worker_id.clone());
         if is_in_process(&worker_id) {
             // The pool takes the arguments as the client's JSON text, and the deadline
-            // itself: no message to encode.
+            // itself: no message to encode. Data frames move (an in-process call is
+            // never sent again).
             let call = LocalCall {
                 key,
                 function: job.call.function.clone(),
                 args: job.call.args().to_vec(),
                 kwargs: job.call.kwargs().map(<[u8]>::to_vec),
+                frames: job.call.take_frames(),
+                accept_frames: job.call.accept_frames,
                 deadline: job.deadline,
             };
             return out.push(if is_direct(&worker_id) {
@@ -574,7 +616,7 @@ impl Dispatcher {
             frames: protocol::encode_raw_request_message(
                 key,
                 &job.call.function,
-                job.call.args(),
+                &job.call.args_inline(),
                 job.call.kwargs(),
                 timeout_ms,
             ),
@@ -606,7 +648,7 @@ impl Dispatcher {
                 self.recent.forget(rk);
             }
             let err = Error::Unavailable("the server is shutting down".into());
-            answer(job.waiters, encode(job.id, Err(err)), out);
+            answer(job.waiters, (encode(job.id, Err(err)), None), out);
         }
     }
 
@@ -619,26 +661,34 @@ impl Dispatcher {
         }
         answer(
             job.waiters,
-            encode(job.id, Err(Error::Timeout(why.into()))),
+            (encode(job.id, Err(Error::Timeout(why.into()))), None),
             out,
         );
     }
 
     /// Ends a job that ran (or may have run) with an error, storing it for retries.
     fn end_run_err(&mut self, key: u64, err: Error, now: Instant, out: &mut Vec<Action>) {
-        self.end_run(key, true, &protocol::error_body(&err), now, out);
+        let body = protocol::error_body(&err);
+        self.end_run(key, OutcomeKind::Error, body.into(), now, out);
     }
 
-    /// Ends a job that ran (or may have run) with its outcome's JSON text (`error`: an
-    /// error object, else the result), storing it for retries.
-    fn end_run(&mut self, key: u64, error: bool, body: &[u8], now: Instant, out: &mut Vec<Action>) {
+    /// Ends a job that ran (or may have run) with its outcome's bytes, storing them for
+    /// retries.
+    fn end_run(
+        &mut self,
+        key: u64,
+        kind: OutcomeKind,
+        body: Cow<'_, [u8]>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let Some(job) = self.jobs.remove(&key) else {
             return;
         };
-        let reply = protocol::reply_from_parts(&job.id, error, body);
         if let Some(rk) = job.retry_key {
-            self.recent.finish(&rk, error, body, now);
+            self.recent.finish(&rk, kind, &body, now);
         }
+        let reply = protocol::reply_from_parts(&job.id, kind, body);
         if job.waiters.is_empty() {
             tracing::debug!(
                 key,
@@ -814,7 +864,7 @@ impl Dispatcher {
     pub(crate) fn direct_reply(
         &mut self,
         key: u64,
-        outcome: Result<Vec<u8>, Error>,
+        outcome: Result<Output, Error>,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -847,7 +897,7 @@ impl Dispatcher {
     pub(crate) fn local_reply(
         &mut self,
         key: u64,
-        outcome: Result<Vec<u8>, Error>,
+        outcome: Result<Output, Error>,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -860,12 +910,13 @@ impl Dispatcher {
         &mut self,
         worker: &WorkerId,
         key: u64,
-        outcome: Result<Vec<u8>, Error>,
+        outcome: Result<Output, Error>,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
         let outcome = match outcome {
-            Ok(text) => RawOutcome::Result(text.into()),
+            Ok(Output::Json(text)) => RawOutcome::Result(text.into()),
+            Ok(Output::Text(text)) => RawOutcome::Text(text),
             Err(e) => RawOutcome::Error(e),
         };
         self.finish(worker, key, outcome, now, out);
@@ -955,7 +1006,8 @@ impl Dispatcher {
             w.in_flight = w.in_flight.saturating_sub(1);
         }
         match outcome {
-            RawOutcome::Result(body) => self.end_run(key, false, &body, now, out),
+            RawOutcome::Result(body) => self.end_run(key, OutcomeKind::Result, body, now, out),
+            RawOutcome::Text(text) => self.end_run(key, OutcomeKind::Text, text.into(), now, out),
             RawOutcome::Error(e) => self.end_run_err(key, e, now, out),
         }
     }
@@ -1029,7 +1081,7 @@ impl Dispatcher {
                     } else {
                         Error::Unavailable(format!("no worker serves '{f}' any more"))
                     };
-                    answer(job.waiters, encode(job.id, Err(err)), out);
+                    answer(job.waiters, (encode(job.id, Err(err)), None), out);
                 }
             }
         }
@@ -1097,7 +1149,7 @@ impl Dispatcher {
                     ));
                     answer(
                         std::mem::take(&mut job.waiters),
-                        encode(job.id.clone(), Err(err)),
+                        (encode(job.id.clone(), Err(err)), None),
                         out,
                     );
                 }
@@ -1194,7 +1246,7 @@ impl Dispatcher {
                     self.recent.forget(rk);
                 }
                 let err = Error::Unavailable("the server is shutting down".into());
-                answer(job.waiters, encode(job.id, Err(err)), out);
+                answer(job.waiters, (encode(job.id, Err(err)), None), out);
             }
         }
     }
@@ -1778,7 +1830,7 @@ mod tests {
         // A finished call frees a slot: the queued one goes to the pool, and the
         // result text reaches the caller as it is.
         out.clear();
-        d.local_reply(sent[0], Ok(b"3".to_vec()), now, &mut out);
+        d.local_reply(sent[0], Ok(Output::Json(b"3".to_vec())), now, &mut out);
         assert_eq!(
             replies(&out),
             vec![Reply {
@@ -1874,7 +1926,7 @@ mod tests {
             other => panic!("{other:?}"),
         };
         out.clear();
-        d.direct_reply(key, Ok(b"3".to_vec()), now, &mut out);
+        d.direct_reply(key, Ok(Output::Json(b"3".to_vec())), now, &mut out);
         assert_eq!(
             replies(&out),
             vec![Reply {
@@ -1909,7 +1961,7 @@ mod tests {
             d.client_message(client(i, "add"), now, &mut out);
             let key = local_calls(&out)[0];
             out.clear();
-            d.local_reply(key, Ok(b"3".to_vec()), now, &mut out);
+            d.local_reply(key, Ok(Output::Json(b"3".to_vec())), now, &mut out);
             out.clear();
             d.tick(now, &mut out);
         }

@@ -616,8 +616,10 @@ impl Loop {
                     Action::ToClient {
                         mut envelope,
                         reply,
+                        data,
                     } => {
                         envelope.push(reply);
+                        envelope.extend(data);
                         if let Err(e) =
                             transport::send_frames(&self.frontend, envelope, zmq::DONTWAIT)
                         {
@@ -630,7 +632,7 @@ impl Loop {
                     Action::ToLocal(call) => {
                         let refused = match &self.local {
                             Some(link) => link.submit(call).err(),
-                            None => Some(call),
+                            None => Some(Box::new(call)),
                         };
                         if let Some(call) = refused {
                             let err = Error::Unavailable("the local workers have stopped".into());

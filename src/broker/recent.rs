@@ -20,6 +20,8 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
+use crate::protocol::OutcomeKind;
+
 /// Identifies a call for retry matching: a keyed 128-bit hash of the client's id and of
 /// what it asks for, so that an id reused for a different call is not mistaken for a
 /// retry. The hash keys are random per broker, so no client can aim for another's key;
@@ -30,15 +32,20 @@ pub(crate) struct RetryKey {
     hi: u64,
 }
 
-/// Makes [`RetryKey`]s with three independently keyed SipHash instances: one reads the
-/// arguments (the only part that may be large, so they are read once) into a 64-bit
-/// digest; the other two make the key's halves from id, function and that digest.
-/// Two calls with the same id and function but different arguments therefore share a
-/// key only if their digests collide under a secret key (about 2^-64 per pair, as the
-/// 64-bit fingerprint before, whose key was fixed and public); calls that differ in id
-/// or function, with about 2^-128.
+/// Makes [`RetryKey`]s in two steps. The arguments (the only part that may be large:
+/// a 1 MiB string is hashed with every call) go through a fast randomly seeded hash,
+/// `foldhash`, into a 64-bit digest; two independently keyed SipHash instances then make
+/// the key's halves from id, function and that digest.
+///
+/// Why the arguments need no cryptographic hash: the digest only tells a retry from an
+/// id reused for other arguments, which is a client's mistake, and by chance two
+/// different argument texts share a digest with about 2^-64 per pair. Someone aiming
+/// for a collision would need the other caller's id and arguments, and with those they
+/// can send the very same request, which is a retry by design. Calls that differ in id
+/// or function share a key with about 2^-128. SipHash over a 1 MiB argument cost about
+/// 180 µs, foldhash 35 µs (`docs/performance.md`).
 pub(crate) struct KeyHasher {
-    args: RandomState,
+    args: foldhash::quality::RandomState,
     lo: RandomState,
     hi: RandomState,
 }
@@ -46,26 +53,26 @@ pub(crate) struct KeyHasher {
 impl KeyHasher {
     pub(crate) fn new() -> KeyHasher {
         KeyHasher {
-            args: RandomState::new(),
+            args: foldhash::quality::RandomState::default(),
             lo: RandomState::new(),
             hi: RandomState::new(),
         }
     }
 
     /// The key of a request. `id` is the id's JSON text (`None`: no id, or `null`:
-    /// never remembered); `args` and `kwargs` the JSON text of the arguments as the
-    /// client sent them (the same client sends the same bytes again).
+    /// never remembered); `arguments` the bytes of whatever else a retry must repeat,
+    /// as the client sent them (the same client sends the same bytes again): the JSON
+    /// text of `args` and `kwargs`, data frames, `accept_frames`.
     pub(crate) fn key(
         &self,
         id: Option<&str>,
         function: &str,
-        args: &[u8],
-        kwargs: &[u8],
+        arguments: &[&[u8]],
     ) -> Option<RetryKey> {
         let id = id.filter(|id| *id != "null")?;
         let mut h = self.args.build_hasher();
         // Each part with its length first: no two splits of the same bytes agree.
-        for part in [args, kwargs] {
+        for part in arguments {
             h.write_usize(part.len());
             h.write(part);
         }
@@ -91,8 +98,8 @@ impl KeyHasher {
 pub(crate) enum Seen<'a> {
     /// Still queued or running, under this broker key.
     Running(u64),
-    /// Finished; the outcome's JSON, a result (`error` false) or an error object.
-    Done { error: bool, body: &'a [u8] },
+    /// Finished; the outcome's bytes, of `kind`.
+    Done { kind: OutcomeKind, body: &'a [u8] },
 }
 
 /// Outcomes up to this many bytes are kept inside the slot.
@@ -110,12 +117,12 @@ enum Stored {
     /// Queued or running under this broker key (little-endian).
     Running([u8; 8]),
     Inline {
-        error: bool,
+        kind: OutcomeKind,
         len: u8,
         bytes: [u8; INLINE],
     },
     /// The outcome is in [`Recent::heap`] under the slot's sequence number.
-    Heap { error: bool },
+    Heap { kind: OutcomeKind },
 }
 
 #[derive(Debug)]
@@ -215,12 +222,12 @@ impl Recent {
         match &slot.stored {
             Stored::Dead => None,
             Stored::Running(job) => Some(Seen::Running(u64::from_le_bytes(*job))),
-            Stored::Inline { error, len, bytes } => Some(Seen::Done {
-                error: *error,
+            Stored::Inline { kind, len, bytes } => Some(Seen::Done {
+                kind: *kind,
                 body: &bytes[..usize::from(*len).min(INLINE)],
             }),
-            Stored::Heap { error } => Some(Seen::Done {
-                error: *error,
+            Stored::Heap { kind } => Some(Seen::Done {
+                kind: *kind,
                 body: self.heap.get(&(self.front_seq + i as u64))?,
             }),
         }
@@ -260,10 +267,9 @@ impl Recent {
         }
     }
 
-    /// Stores the outcome of a finished request (`error`: `body` is an error object,
-    /// else a result), in the slot its start took. Nothing is stored when the request
+    /// Stores the outcome of a finished request (`body`, of `kind`), in the slot its start took. Nothing is stored when the request
     /// is no longer remembered or the outcome alone exceeds the byte budget.
-    pub(crate) fn finish(&mut self, key: &RetryKey, error: bool, body: &[u8], now: Instant) {
+    pub(crate) fn finish(&mut self, key: &RetryKey, kind: OutcomeKind, body: &[u8], now: Instant) {
         let Some(i) = self.slot(key) else {
             return;
         };
@@ -277,14 +283,14 @@ impl Recent {
             let mut bytes = [0; INLINE];
             bytes[..body.len()].copy_from_slice(body);
             Stored::Inline {
-                error,
+                kind,
                 len: body.len() as u8,
                 bytes,
             }
         } else {
             self.bytes += body.len();
             self.heap.insert(seq, body.into());
-            Stored::Heap { error }
+            Stored::Heap { kind }
         };
         self.evict(now);
     }
@@ -377,11 +383,15 @@ mod tests {
     }
 
     fn key(h: &KeyHasher, id: u64) -> RetryKey {
-        h.key(Some(&id.to_string()), "mul", b"[3,4]", b"").unwrap()
+        h.key(Some(&id.to_string()), "mul", &[b"[3,4]", b""])
+            .unwrap()
     }
 
     fn done(body: &[u8]) -> Option<Seen<'_>> {
-        Some(Seen::Done { error: false, body })
+        Some(Seen::Done {
+            kind: OutcomeKind::Result,
+            body,
+        })
     }
 
     #[test]
@@ -416,21 +426,26 @@ mod tests {
     #[test]
     fn same_id_different_call_is_not_a_retry() {
         let h = keys();
-        let a = h.key(Some("\"x\""), "mul", b"[1]", b"");
-        assert_eq!(a, h.key(Some("\"x\""), "mul", b"[1]", b""));
-        assert_ne!(a, h.key(Some("\"x\""), "mul", b"[2]", b""));
-        assert_ne!(a, h.key(Some("\"x\""), "add", b"[1]", b""));
-        assert_ne!(a, h.key(Some("\"y\""), "mul", b"[1]", b""));
-        assert_ne!(a, h.key(Some("\"x\""), "mul", b"[1]", b"{\"a\":1}"));
+        let a = h.key(Some("\"x\""), "mul", &[b"[1]", b""]);
+        assert_eq!(a, h.key(Some("\"x\""), "mul", &[b"[1]", b""]));
+        assert_ne!(a, h.key(Some("\"x\""), "mul", &[b"[2]", b""]));
+        assert_ne!(a, h.key(Some("\"x\""), "add", &[b"[1]", b""]));
+        assert_ne!(a, h.key(Some("\"y\""), "mul", &[b"[1]", b""]));
+        assert_ne!(a, h.key(Some("\"x\""), "mul", &[b"[1]", b"{\"a\":1}"]));
         // Moving bytes from one part to the next is a different call.
         assert_ne!(
-            h.key(Some("1"), "ab", b"", b""),
-            h.key(Some("1"), "a", b"b", b"")
+            h.key(Some("1"), "ab", &[b"", b""]),
+            h.key(Some("1"), "a", &[b"b", b""])
         );
-        assert_eq!(h.key(None, "mul", b"[]", b""), None);
-        assert_eq!(h.key(Some("null"), "mul", b"[]", b""), None);
+        assert_eq!(h.key(None, "mul", &[b"[]", b""]), None);
+        assert_eq!(h.key(Some("null"), "mul", &[b"[]", b""]), None);
+        // A data frame, or `accept_frames`, is part of the call too.
+        assert_ne!(
+            a,
+            h.key(Some("\"x\""), "mul", &[b"[1]", b"", b"0", b"text"])
+        );
         // Keys are per broker: another broker's hash keys differ.
-        assert_ne!(a, keys().key(Some("\"x\""), "mul", b"[1]", b""));
+        assert_ne!(a, keys().key(Some("\"x\""), "mul", &[b"[1]", b""]));
     }
 
     #[test]
@@ -442,8 +457,7 @@ mod tests {
             h.key(
                 Some(&format!("\"{n}{}\"", "x".repeat(3000))),
                 "f",
-                b"[]",
-                b"",
+                &[b"[]", b""],
             )
             .unwrap()
         };
@@ -462,7 +476,12 @@ mod tests {
         let mut r = Recent::new(MINUTE, 100, 1 << 20, now);
         r.start(key(&h, 1), 7, Duration::from_secs(10), now);
         assert_eq!(r.get(&key(&h, 1), now), Some(Seen::Running(7)));
-        r.finish(&key(&h, 1), false, b"12", now + Duration::from_secs(1));
+        r.finish(
+            &key(&h, 1),
+            OutcomeKind::Result,
+            b"12",
+            now + Duration::from_secs(1),
+        );
         assert_eq!(r.get(&key(&h, 1), now), done(b"12"));
         let at = |s| now + Duration::from_secs(s);
         assert_eq!(r.get(&key(&h, 1), at(9)), done(b"12"));
@@ -530,7 +549,7 @@ mod tests {
         r.start(key(&h, 1), 1, MINUTE, now);
         r.forget(&key(&h, 1));
         assert_eq!(r.get(&key(&h, 1), now), None);
-        r.finish(&key(&h, 1), false, b"late", now);
+        r.finish(&key(&h, 1), OutcomeKind::Result, b"late", now);
         assert_eq!(
             r.get(&key(&h, 1), now),
             None,
@@ -541,11 +560,11 @@ mod tests {
         assert_eq!(r.get(&key(&h, 1), now), Some(Seen::Running(3)));
         assert_eq!(r.len(), 1);
         let long = vec![b'7'; 100];
-        r.finish(&key(&h, 1), true, &long, now);
+        r.finish(&key(&h, 1), OutcomeKind::Error, &long, now);
         assert_eq!(
             r.get(&key(&h, 1), now),
             Some(Seen::Done {
-                error: true,
+                kind: OutcomeKind::Error,
                 body: &long
             })
         );
@@ -562,7 +581,7 @@ mod tests {
         let mut r = Recent::new(MINUTE, 3, 40, now);
         for i in 0..5 {
             r.start(key(&h, i), i, MINUTE, now);
-            r.finish(&key(&h, i), false, b"12", now);
+            r.finish(&key(&h, i), OutcomeKind::Result, b"12", now);
         }
         assert_eq!(r.len(), 3, "count bound");
         assert_eq!(r.get(&key(&h, 0), now), None, "oldest went first");
@@ -570,14 +589,14 @@ mod tests {
         // Outcomes over the inline size count against the byte budget.
         let body = [b'x'; 30];
         r.start(key(&h, 9), 9, MINUTE, now);
-        r.finish(&key(&h, 9), false, &body, now);
+        r.finish(&key(&h, 9), OutcomeKind::Result, &body, now);
         r.start(key(&h, 10), 10, MINUTE, now);
-        r.finish(&key(&h, 10), false, &body, now);
+        r.finish(&key(&h, 10), OutcomeKind::Result, &body, now);
         assert!(r.bytes <= 40, "byte bound: {}", r.bytes);
         assert_eq!(r.get(&key(&h, 9), now), None, "older one dropped for bytes");
         assert_eq!(r.get(&key(&h, 10), now), done(&body));
         r.start(key(&h, 11), 11, MINUTE, now);
-        r.finish(&key(&h, 11), false, &[0; 41], now);
+        r.finish(&key(&h, 11), OutcomeKind::Result, &[0; 41], now);
         assert_eq!(
             r.get(&key(&h, 11), now),
             None,
@@ -594,7 +613,7 @@ mod tests {
             Recent::new(MINUTE, 0, 1000, now),
         ] {
             r.start(key(&h, 1), 1, MINUTE, now);
-            r.finish(&key(&h, 1), false, b"1", now);
+            r.finish(&key(&h, 1), OutcomeKind::Result, b"1", now);
             assert_eq!(r.get(&key(&h, 1), now), None);
             assert_eq!(r.len(), 0);
         }

@@ -32,7 +32,7 @@ use serde_json::{Map, Value};
 
 use super::Registry;
 use crate::error::Error;
-use crate::protocol::Call;
+use crate::protocol::{Call, FRAME_MIN_BYTES};
 
 /// A call for the pool, as the broker hands it over.
 #[derive(Debug, PartialEq)]
@@ -44,15 +44,29 @@ pub(crate) struct LocalCall {
     pub args: Vec<u8>,
     /// The keyword arguments' JSON text (an object), if any.
     pub kwargs: Option<Vec<u8>>,
+    /// Strings that came in data frames (checked UTF-8), with their positions in
+    /// `args`, where the text has `null`.
+    pub frames: Vec<(usize, Vec<u8>)>,
+    /// The client reads a string result from a data frame.
+    pub accept_frames: bool,
     /// When the caller gives up: a call that waited past it is not started.
     pub deadline: Instant,
 }
 
-/// A finished call: its result's JSON text, or its error.
+/// A call's result, as the pool hands it back.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Output {
+    /// The result's JSON text.
+    Json(Vec<u8>),
+    /// A string result's UTF-8 text, for a client that takes it as a data frame.
+    Text(Vec<u8>),
+}
+
+/// A finished call: its result, or its error.
 #[derive(Debug)]
 pub(crate) struct LocalReply {
     pub key: u64,
-    pub outcome: Result<Vec<u8>, Error>,
+    pub outcome: Result<Output, Error>,
 }
 
 struct Calls {
@@ -147,11 +161,12 @@ pub(crate) struct LocalLink {
 
 impl LocalLink {
     /// Queues a call for the next free thread; gives it back when the pool has stopped.
-    pub(crate) fn submit(&self, call: LocalCall) -> Result<(), LocalCall> {
+    /// (Boxed: the refusal is rare, and a `Result` as large as a call is not.)
+    pub(crate) fn submit(&self, call: LocalCall) -> Result<(), Box<LocalCall>> {
         let wake = {
             let mut calls = lock(&self.shared.calls);
             if calls.closed {
-                return Err(call);
+                return Err(Box::new(call));
             }
             calls.queue.push_back(call);
             // Awake threads not running a call take queued calls without a wake-up.
@@ -326,9 +341,9 @@ fn serve(shared: &Shared, registry: &Registry) {
     }
 }
 
-/// Runs one call, unless its deadline passed while it waited; the result as JSON text.
-/// (The broker runs direct functions through this too.)
-pub(crate) fn run(registry: &Registry, call: LocalCall) -> Result<Vec<u8>, Error> {
+/// Runs one call, unless its deadline passed while it waited. (The broker runs direct
+/// functions through this too.)
+pub(crate) fn run(registry: &Registry, call: LocalCall) -> Result<Output, Error> {
     let left = call.deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(Error::Timeout(
@@ -336,8 +351,20 @@ pub(crate) fn run(registry: &Registry, call: LocalCall) -> Result<Vec<u8>, Error
         ));
     }
     // The broker checked the request: these parse. Should one not, the caller hears so.
-    let args: Vec<Value> = serde_json::from_slice(&call.args)
+    let mut args: Vec<Value> = serde_json::from_slice(&call.args)
         .map_err(|e| Error::Protocol(format!("invalid 'args': {e}")))?;
+    for (position, text) in call.frames {
+        let text = String::from_utf8(text)
+            .map_err(|_| Error::Protocol("a data frame is not valid UTF-8".into()))?;
+        match args.get_mut(position) {
+            Some(slot) => *slot = Value::String(text),
+            None => {
+                return Err(Error::Protocol(
+                    "a data frame has no place in 'args'".into(),
+                ))
+            }
+        }
+    }
     let kwargs: Map<String, Value> = match &call.kwargs {
         Some(text) => serde_json::from_slice(text)
             .map_err(|e| Error::Protocol(format!("invalid 'kwargs': {e}")))?,
@@ -349,7 +376,12 @@ pub(crate) fn run(registry: &Registry, call: LocalCall) -> Result<Vec<u8>, Error
         kwargs,
         timeout_ms: Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
     })?;
-    Ok(crate::json::to_vec(&value))
+    Ok(match value {
+        Value::String(s) if call.accept_frames && s.len() >= FRAME_MIN_BYTES => {
+            Output::Text(s.into_bytes())
+        }
+        value => Output::Json(crate::json::to_vec(&value)),
+    })
 }
 
 #[cfg(test)]
@@ -377,6 +409,8 @@ mod tests {
             function: function.into(),
             args: args.as_bytes().to_vec(),
             kwargs: None,
+            frames: Vec::new(),
+            accept_frames: false,
             deadline: Instant::now() + Duration::from_secs(10),
         }
     }
@@ -407,7 +441,7 @@ mod tests {
         let mut got = replies(&mut link, 4);
         got.sort_by_key(|r| r.key);
         let outcomes: Vec<_> = got.into_iter().map(|r| (r.key, r.outcome)).collect();
-        assert_eq!(outcomes[0], (1, Ok(b"12".to_vec())));
+        assert_eq!(outcomes[0], (1, Ok(Output::Json(b"12".to_vec()))));
         assert!(
             matches!(outcomes[1], (2, Err(Error::Type(_)))),
             "{outcomes:?}"
@@ -416,7 +450,7 @@ mod tests {
             matches!(outcomes[2], (3, Err(Error::Name(_)))),
             "{outcomes:?}"
         );
-        assert_eq!(outcomes[3], (4, Ok(b"3".to_vec())));
+        assert_eq!(outcomes[3], (4, Ok(Output::Json(b"3".to_vec()))));
         pool.stop();
     }
 

@@ -177,6 +177,8 @@ fn one_run(args: &BenchArgs, run: usize, p: &mut Progress) -> Result<BTreeMap<St
         args: vec![json!(5), json!(7)],
         kwargs: Map::new(),
         timeout_ms: Some(5000),
+        // As `RpcClient` sends it: the floor moves as many bytes.
+        accept_frames: true,
     });
 
     let on = |w: &str| args.only.is_empty() || args.only.iter().any(|o| o == w);
