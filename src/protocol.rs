@@ -553,6 +553,19 @@ pub fn encode_reply(reply: &Reply) -> Vec<u8> {
     to_bytes_of(&ReplyOut::new(Some(&reply.id), &reply.outcome))
 }
 
+/// Encodes a client reply, with a string result of at least `min_bytes` bytes in a data
+/// frame after the body (`docs/protocol.md` 4.10; only for a request that had
+/// `accept_frames`); otherwise just [`encode_reply`]'s frame.
+pub fn encode_reply_frames(reply: &Reply, min_bytes: usize) -> Vec<Vec<u8>> {
+    match &reply.outcome {
+        Ok(Value::String(s)) if s.len() >= min_bytes => {
+            let (body, data) = reply_from_parts(&reply.id, OutcomeKind::Text, s.as_bytes().into());
+            std::iter::once(body).chain(data).collect()
+        }
+        _ => vec![encode_reply(reply)],
+    }
+}
+
 /// Decodes a client reply frame (one without a data frame).
 ///
 /// # Errors

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 use zmq_rpc::protocol::{
-    decode_broker_message, decode_reply, decode_request, decode_worker_message,
-    encode_broker_message, encode_reply, encode_request, encode_worker_message, function_info_json,
-    BrokerMessage, Reply, Request, WorkerMessage,
+    decode_broker_message, decode_reply, decode_reply_frames, decode_request,
+    decode_request_frames, decode_worker_message, encode_broker_message, encode_reply,
+    encode_reply_frames, encode_request, encode_request_frames, encode_worker_message,
+    function_info_json, BrokerMessage, Reply, Request, WorkerMessage,
 };
 use zmq_rpc::Error;
 
@@ -86,6 +87,13 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+/// The shortest string a vector with data frames puts in one (its `frame_min_bytes`).
+fn frame_min(v: &Vector) -> usize {
+    v.json["frame_min_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{}: needs `frame_min_bytes`", v.path.display())) as usize
+}
+
 fn one_frame(v: &Vector) -> &[u8] {
     match v.frames.as_slice() {
         [frame] => frame,
@@ -123,6 +131,9 @@ fn request_view(r: &Request) -> Value {
     });
     if let Some(id) = &r.id {
         v["id"] = id.clone();
+    }
+    if r.accept_frames {
+        v["accept_frames"] = json!(true);
     }
     v
 }
@@ -183,10 +194,28 @@ fn show(frames: &[Vec<u8>]) -> Vec<String> {
 /// the vector's `(kind, command or error type)` for the coverage checks.
 fn check_valid(v: &Vector) -> Result<(String, String), String> {
     let (view, reencoded, label) = match v.kind.as_str() {
+        // With data frames (docs/protocol.md 4.10) when the file has more than one
+        // frame: they are re-encoded with the file's `frame_min_bytes`.
+        "client_request" if v.frames.len() > 1 => {
+            let r = decode_request_frames(&v.frames[0], v.frames[1..].to_vec())
+                .map_err(|bad| format!("{:?}", bad.error))?;
+            let label = format!("{} with data frames", r.function);
+            (
+                request_view(&r),
+                encode_request_frames(&r, frame_min(v)),
+                label,
+            )
+        }
         "client_request" => {
             let r = decode_request(one_frame(v)).map_err(|bad| format!("{:?}", bad.error))?;
             let label = r.function.clone();
             (request_view(&r), vec![encode_request(&r)], label)
+        }
+        "client_reply" if v.frames.len() > 1 => {
+            let r = decode_reply_frames(&v.frames[0], v.frames[1..].to_vec())
+                .map_err(|e| e.to_string())?;
+            let frames = encode_reply_frames(&r, frame_min(v));
+            (reply_view(&r), frames, "result in a data frame".to_owned())
         }
         "client_reply" => {
             let r = decode_reply(one_frame(v)).map_err(|e| e.to_string())?;
@@ -270,7 +299,7 @@ fn every_message_kind_and_error_type_has_a_vector() {
     let covered = check_all_valid();
     let has = |kind: &str, label: &str| covered.contains(&(kind.to_owned(), label.to_owned()));
     let mut missing = Vec::new();
-    for label in ["add", "ping", "list_functions"] {
+    for label in ["add", "ping", "list_functions", "concat with data frames"] {
         if !has("client_request", label) {
             missing.push(format!("client_request {label}"));
         }
@@ -285,6 +314,7 @@ fn every_message_kind_and_error_type_has_a_vector() {
         "ProtocolError",
         "OverloadError",
         "UnavailableError",
+        "result in a data frame",
     ] {
         if !has("client_reply", label) {
             missing.push(format!("client_reply {label}"));
