@@ -1089,41 +1089,23 @@ pub(crate) fn decode_request_raw(
     data: Vec<Vec<u8>>,
 ) -> Result<RawRequest, BadRequest> {
     match read_raw_request(&frame, &data) {
-        Some(parts) => {
-            let (id, password, function, timeout_ms, args, kwargs, positions, accept_frames) =
-                parts;
-            Ok(RawRequest {
-                id,
-                password,
-                function,
-                timeout_ms,
-                args,
-                kwargs,
-                frames: positions.into_iter().zip(data).collect(),
-                accept_frames,
-                frame,
-            })
+        Some(mut raw) => {
+            raw.frame = frame;
+            for ((_, slot), text) in raw.frames.iter_mut().zip(data) {
+                *slot = text;
+            }
+            Ok(raw)
         }
         // Anything unusual (and every error) takes the reference path.
         None => decode_request_frames(&frame, data).map(RawRequest::from_request),
     }
 }
 
-type RawParts = (
-    Option<Value>,
-    String,
-    String,
-    Option<u64>,
-    Option<std::ops::Range<usize>>,
-    Option<std::ops::Range<usize>>,
-    Vec<usize>,
-    bool,
-);
-
 /// The fields of a well-formed request, read from the JSON text without building
 /// `Value`s for the arguments; `None` if anything is unusual or wrong (then
-/// [`decode_request_frames`] decides).
-fn read_raw_request(frame: &[u8], data: &[Vec<u8>]) -> Option<RawParts> {
+/// [`decode_request_frames`] decides). The caller puts in the frame and the data
+/// frames (left empty here: their positions are filled in).
+fn read_raw_request(frame: &[u8], data: &[Vec<u8>]) -> Option<RawRequest> {
     let text = std::str::from_utf8(frame).ok()?;
     let fields = raw_fields(text)?;
     let id = match fields.get("id") {
@@ -1175,16 +1157,17 @@ fn read_raw_request(frame: &[u8], data: &[Vec<u8>]) -> Option<RawParts> {
             return None;
         }
     }
-    Some((
+    Some(RawRequest {
+        frame: Vec::new(),
         id,
         password,
         function,
         timeout_ms,
         args,
         kwargs,
-        positions,
+        frames: positions.into_iter().map(|p| (p, Vec::new())).collect(),
         accept_frames,
-    ))
+    })
 }
 
 /// Encodes a REQUEST whose arguments are JSON text: the frames
@@ -1563,63 +1546,32 @@ mod tests {
 
     #[test]
     fn raw_request_decoding_matches_the_reference_with_data_frames() {
+        // Each row: the fields after `"password":"p","function":"f"`, and the data frames.
         let cases: &[(&str, &[&str])] = &[
             (
-                r#"{"password":"p","function":"f","args":[null,1,null],"frames":[2,0]}"#,
+                r#","args":[null,1,null],"frames":[2,0]"#,
                 &["two \"q\" \u{e9}", "zero\n"],
             ),
             (
-                r#"{"password":"p","function":"f","args":[ null ],"frames":[0],"accept_frames":true}"#,
+                r#","args":[ null ],"frames":[0],"accept_frames":true"#,
                 &[""],
             ),
-            (
-                r#"{"password":"p","function":"f","frames":[],"accept_frames":false}"#,
-                &[],
-            ),
-            (
-                r#"{"password":"p","function":"f","frames":null,"accept_frames":null}"#,
-                &[],
-            ),
+            (r#","frames":[],"accept_frames":false"#, &[]),
+            (r#","frames":null,"accept_frames":null"#, &[]),
             // Refused, with the same error on both paths.
-            (
-                r#"{"password":"p","function":"f","args":[null],"frames":[0]}"#,
-                &[],
-            ),
-            (
-                r#"{"password":"p","function":"f","args":[null],"frames":[0]}"#,
-                &["a", "b"],
-            ),
-            (
-                r#"{"password":"p","function":"f","args":[null],"frames":[1]}"#,
-                &["a"],
-            ),
-            (
-                r#"{"password":"p","function":"f","args":[1],"frames":[0]}"#,
-                &["a"],
-            ),
-            (
-                r#"{"password":"p","function":"f","args":[null,null],"frames":[1,1]}"#,
-                &["a", "b"],
-            ),
-            (
-                r#"{"password":"p","function":"f","args":[null],"frames":[-1]}"#,
-                &["a"],
-            ),
-            (
-                r#"{"password":"p","function":"f","args":[null],"frames":[0.0]}"#,
-                &["a"],
-            ),
-            (
-                r#"{"password":"p","function":"f","args":[null],"frames":{}}"#,
-                &["a"],
-            ),
-            (
-                r#"{"password":"p","function":"f","accept_frames":"yes"}"#,
-                &[],
-            ),
-            (r#"{"password":"p","function":"f"}"#, &["stray"]),
+            (r#","args":[null],"frames":[0]"#, &[]),
+            (r#","args":[null],"frames":[0]"#, &["a", "b"]),
+            (r#","args":[null],"frames":[1]"#, &["a"]),
+            (r#","args":[1],"frames":[0]"#, &["a"]),
+            (r#","args":[null,null],"frames":[1,1]"#, &["a", "b"]),
+            (r#","args":[null],"frames":[-1]"#, &["a"]),
+            (r#","args":[null],"frames":[0.0]"#, &["a"]),
+            (r#","args":[null],"frames":{}"#, &["a"]),
+            (r#","accept_frames":"yes""#, &[]),
+            (r#""#, &["stray"]),
         ];
-        for (frame, data) in cases {
+        for (rest, data) in cases {
+            let frame = format!(r#"{{"password":"p","function":"f"{rest}}}"#);
             same_request_with(frame.as_bytes(), data);
         }
         // Not UTF-8: refused on both paths.
