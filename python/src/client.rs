@@ -41,6 +41,7 @@ struct Settings {
     curve_server_key: Option<String>,
     curve_keypair: Option<(String, String)>,
     max_message_size: Option<usize>,
+    data_frames: Option<bool>,
 }
 
 impl Settings {
@@ -71,6 +72,9 @@ impl Settings {
         }
         if let Some(n) = self.max_message_size {
             c = c.max_message_size(n);
+        }
+        if let Some(on) = self.data_frames {
+            c = c.data_frames(on);
         }
         c
     }
@@ -121,11 +125,11 @@ impl PyClient {
         password, host = config::DEFAULT_HOST.to_owned(), port = config::DEFAULT_PORT, *,
         endpoint = None, timeout = None, retries = None, backoff_base = None,
         backoff_cap = None, attempt_timeout = None, curve_server_key = None,
-        curve_keypair = None, max_message_size = None
+        curve_keypair = None, max_message_size = None, data_frames = None
     ),
     text_signature = "(password, host='localhost', port=8421, *, endpoint=None, timeout=None, \
         retries=None, backoff_base=None, backoff_cap=None, attempt_timeout=None, \
-        curve_server_key=None, curve_keypair=None, max_message_size=None)")]
+        curve_server_key=None, curve_keypair=None, max_message_size=None, data_frames=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         password: String,
@@ -140,6 +144,7 @@ impl PyClient {
         curve_server_key: Option<String>,
         curve_keypair: Option<(String, String)>,
         max_message_size: Option<usize>,
+        data_frames: Option<bool>,
     ) -> PyClient {
         let settings = Settings {
             password,
@@ -152,6 +157,7 @@ impl PyClient {
             curve_server_key,
             curve_keypair,
             max_message_size,
+            data_frames,
         };
         let client = settings.build();
         PyClient {

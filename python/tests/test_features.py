@@ -58,11 +58,14 @@ def test_list_functions_shows_docstrings_and_parameters(server):
 def test_long_strings_travel_as_data_frames_both_ways(server):
     # 16 KiB and more: raw frames after the JSON (docs/protocol.md 4.10), here through
     # Python functions on the server's worker threads.
-    _, client = server({"echo": echo, "make": lambda n: "\u00e9" * n})
+    running, client = server({"echo": echo, "make": lambda n: "\u00e9" * n})
     text = 'a"b\\c\n\u00e9\U0001F600' * 40_000
     assert client.echo(text) == text
     assert client.echo(text[:100]) == text[:100]
     assert client.make(100_000) == "\u00e9" * 100_000
+    # The option that turns them off (RpcClient::data_frames): same answers, as JSON.
+    plain = zmq_rpc.RPCClient(PASSWORD, "127.0.0.1", running.port, data_frames=False)
+    assert plain.echo(text) == text
 
 
 def test_keyword_arguments_reach_the_function(server):
