@@ -32,6 +32,13 @@ enum Incoming<'a> {
     Other(WorkerMessage),
 }
 
+/// The broker's maps, looked up several times per call: keyed by broker-chosen request
+/// keys, worker identities and function names, with a per-process random seed, so
+/// foldhash's speed is all that matters here. (SipHash, the default, was about 1 % of
+/// the server's samples under W2; W2 with foldhash: 29,211 against 28,722 calls/s,
+/// medians of 5 alternating runs, within the noise.)
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The routing frames of a client message, up to and including the empty delimiter.
 pub(crate) type Envelope = Vec<Vec<u8>>;
 /// A worker's ROUTER identity.
@@ -140,7 +147,7 @@ struct Worker {
     in_flight: u32,
     /// Said DRAIN: gets no new requests.
     draining: bool,
-    functions: HashMap<String, FunctionInfo>,
+    functions: FastMap<String, FunctionInfo>,
     /// Dispatch sequence number of the last request it got (LRU order).
     last_used: u64,
     /// When the worker counts as lost unless it is heard from.
@@ -174,8 +181,8 @@ struct Job {
 /// The broker's state. See the module docs.
 pub(crate) struct Dispatcher {
     settings: Settings,
-    workers: HashMap<WorkerId, Worker>,
-    jobs: HashMap<u64, Job>,
+    workers: FastMap<WorkerId, Worker>,
+    jobs: FastMap<u64, Job>,
     /// Keys in arrival order; may hold keys that are no longer queued (skipped).
     queue: VecDeque<u64>,
     queued: usize,
@@ -276,8 +283,8 @@ impl Dispatcher {
             now,
         );
         Dispatcher {
-            workers: HashMap::new(),
-            jobs: HashMap::new(),
+            workers: FastMap::default(),
+            jobs: FastMap::default(),
             queue: VecDeque::new(),
             queued: 0,
             deadlines: BinaryHeap::new(),
