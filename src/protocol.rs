@@ -386,8 +386,29 @@ fn frame_text(bytes: Vec<u8>, what: impl std::fmt::Display) -> Result<String, Er
 /// Puts the data frames' strings into `args` at `positions`, after checking both.
 fn fill_frames(args: &mut [Value], positions: &[usize], data: Vec<Vec<u8>>) -> Result<(), Error> {
     check_frames(positions, args.len(), |i| args[i].is_null(), data.len())?;
-    for (&p, bytes) in positions.iter().zip(data) {
-        args[p] = Value::String(frame_text(bytes, format_args!("argument {p}"))?);
+    put_frames(args, positions.iter().copied().zip(data))
+}
+
+/// Puts each data frame's text into `args` at its position, as a string (no copy).
+/// Also how the local pool fills in a call whose frames the broker checked.
+///
+/// # Errors
+/// [`Error::Protocol`] for a frame that is not UTF-8 or has no place in `args`.
+pub(crate) fn put_frames(
+    args: &mut [Value],
+    frames: impl IntoIterator<Item = (usize, Vec<u8>)>,
+) -> Result<(), Error> {
+    for (p, bytes) in frames {
+        let text = frame_text(bytes, format_args!("argument {p}"))?;
+        match args.get_mut(p) {
+            Some(slot) => *slot = Value::String(text),
+            None => {
+                return Err(protocol_error(format!(
+                    "a data frame names argument {p}, but `args` has {}",
+                    args.len()
+                )))
+            }
+        }
     }
     Ok(())
 }

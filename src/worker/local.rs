@@ -353,18 +353,7 @@ pub(crate) fn run(registry: &Registry, call: LocalCall) -> Result<Output, Error>
     // The broker checked the request: these parse. Should one not, the caller hears so.
     let mut args: Vec<Value> = serde_json::from_slice(&call.args)
         .map_err(|e| Error::Protocol(format!("invalid 'args': {e}")))?;
-    for (position, text) in call.frames {
-        let text = String::from_utf8(text)
-            .map_err(|_| Error::Protocol("a data frame is not valid UTF-8".into()))?;
-        match args.get_mut(position) {
-            Some(slot) => *slot = Value::String(text),
-            None => {
-                return Err(Error::Protocol(
-                    "a data frame has no place in 'args'".into(),
-                ))
-            }
-        }
-    }
+    crate::protocol::put_frames(&mut args, call.frames)?;
     let kwargs: Map<String, Value> = match &call.kwargs {
         Some(text) => serde_json::from_slice(text)
             .map_err(|e| Error::Protocol(format!("invalid 'kwargs': {e}")))?,
