@@ -1799,6 +1799,18 @@ mod tests {
         );
     }
 
+    /// A dispatcher whose only worker is a local pool of `threads` serving `add`.
+    fn with_local_add(threads: u32, queue_limit: usize, now: Instant) -> Dispatcher {
+        let mut d = dispatcher();
+        d.settings.queue_limit = queue_limit;
+        let info = FunctionInfo {
+            name: "add".into(),
+            ..Default::default()
+        };
+        d.add_local("local".into(), vec![info], threads, now);
+        d
+    }
+
     fn local_calls(out: &[Action]) -> Vec<u64> {
         out.iter()
             .filter_map(|a| match a {
@@ -1811,13 +1823,7 @@ mod tests {
     #[test]
     fn the_local_pool_holds_more_calls_than_threads_only_while_it_is_alone() {
         let now = Instant::now();
-        let mut d = dispatcher();
-        d.settings.queue_limit = 100;
-        let info = FunctionInfo {
-            name: "add".into(),
-            ..Default::default()
-        };
-        d.add_local("local".into(), vec![info], 2, now);
+        let mut d = with_local_add(2, 100, now);
         let mut out = Vec::new();
         for i in 0..9 {
             d.client_message(client(i, "add"), now, &mut out);
@@ -1875,13 +1881,7 @@ mod tests {
     #[test]
     fn calls_waiting_in_the_local_pool_count_against_the_queue_limit_and_a_drain_refuses_them() {
         let now = Instant::now();
-        let mut d = dispatcher();
-        d.settings.queue_limit = 1;
-        let info = FunctionInfo {
-            name: "add".into(),
-            ..Default::default()
-        };
-        d.add_local("local".into(), vec![info], 1, now);
+        let mut d = with_local_add(1, 1, now);
         let mut out = Vec::new();
         for i in 0..3 {
             d.client_message(client(i, "add"), now, &mut out);
