@@ -55,7 +55,15 @@ pub struct RpcClient {
     generation: Cell<u64>,
     /// Long strings travel as data frames (see [`RpcClient::data_frames`]).
     data_frames: bool,
+    /// Ids of replies of at least [`protocol::ACK_MIN_BYTES`] received on the current
+    /// socket and not yet acknowledged: the next request carries them (`ack`), so the
+    /// server can release what it kept for their retries.
+    acks: RefCell<Vec<Value>>,
 }
+
+/// At most this many acknowledgements wait for the next request; older ones are dropped
+/// (the server then keeps those replies until their retry window ends, as without acks).
+const MAX_ACKS: usize = 256;
 
 /// How one attempt of a call ended.
 enum Attempt {
@@ -142,6 +150,7 @@ impl RpcClient {
             next_id: Cell::new(1),
             id_prefix: format!("{:016x}", fastrand::u64(..)),
             inflight: RefCell::new(HashMap::new()),
+            acks: RefCell::new(Vec::new()),
             generation: Cell::new(0),
             data_frames: true,
         }
@@ -269,6 +278,7 @@ impl RpcClient {
             kwargs,
             timeout_ms: None,
             accept_frames: self.data_frames,
+            ack: Vec::new(),
         };
         let per_attempt = self
             .attempt_timeout
@@ -287,7 +297,7 @@ impl RpcClient {
                 per_attempt.max(Duration::from_millis(1)).min(left)
             };
             attempts += 1;
-            let (failure, hint) = match self.attempt(&request, wait) {
+            let (failure, hint) = match self.attempt(&mut request, wait) {
                 Attempt::Reply(Err(Error::Overloaded {
                     message,
                     retry_after,
@@ -331,10 +341,29 @@ impl RpcClient {
         format!("{}-{n}", self.id_prefix)
     }
 
-    /// Forgets the socket (and with it every reply still due on it).
+    /// Forgets the socket (and with it every reply still due on it, and the
+    /// acknowledgements that only mean something on it).
     fn drop_socket(&self, slot: &mut Option<zmq::Socket>) {
         *slot = None;
         self.generation.set(self.generation.get() + 1);
+        self.acks.borrow_mut().clear();
+    }
+
+    /// Notes a received reply of `size` bytes for acknowledgement, if it is worth one.
+    fn note_ack(&self, id: &Value, size: usize) {
+        if size < protocol::ACK_MIN_BYTES || id.is_null() {
+            return;
+        }
+        let mut acks = self.acks.borrow_mut();
+        if acks.len() == MAX_ACKS {
+            acks.remove(0);
+        }
+        acks.push(id.clone());
+    }
+
+    /// The acknowledgements for the request about to be sent on the current socket.
+    fn take_acks(&self) -> Vec<Value> {
+        std::mem::take(&mut *self.acks.borrow_mut())
     }
 
     /// Keeps a reply to a submitted call that is not being waited for right now; drops
@@ -390,7 +419,11 @@ impl RpcClient {
             let mut frames = frames.into_iter();
             match (frames.next(), frames.next()) {
                 (Some(empty), Some(body)) if empty.is_empty() => {
-                    return protocol::decode_reply_frames(&body, frames.collect()).map(Some)
+                    let data: Vec<Vec<u8>> = frames.collect();
+                    let size = body.len() + data.iter().map(Vec::len).sum::<usize>();
+                    let reply = protocol::decode_reply_frames(&body, data)?;
+                    self.note_ack(&reply.id, size);
+                    return Ok(Some(reply));
                 }
                 (first, body) => tracing::warn!(
                     frames = usize::from(first.is_some()) + usize::from(body.is_some()),
@@ -427,8 +460,9 @@ impl RpcClient {
         frames
     }
 
-    /// Sends `request` once and waits up to `wait` for its reply.
-    fn attempt(&self, request: &Request, wait: Duration) -> Attempt {
+    /// Sends `request` once (with the acknowledgements due on the socket) and waits up
+    /// to `wait` for its reply.
+    fn attempt(&self, request: &mut Request, wait: Duration) -> Attempt {
         let mut slot = self.socket.borrow_mut();
         if slot.is_none() {
             match self.connect() {
@@ -439,6 +473,7 @@ impl RpcClient {
         let Some(socket) = slot.as_ref() else {
             return Attempt::Failed(Error::Transport("no socket".into()));
         };
+        request.ack = self.take_acks();
         if let Err(e) = socket.send_multipart(self.frames_of(request), zmq::DONTWAIT) {
             self.drop_socket(&mut slot);
             return Attempt::NoReply(Error::Transport(format!(
@@ -516,7 +551,7 @@ impl RpcClient {
         }
         let deadline = Instant::now() + self.timeout;
         let id = self.new_id();
-        let request = Request {
+        let mut request = Request {
             id: Some(Value::String(id.clone())),
             password: self.password.clone(),
             function: function.to_owned(),
@@ -524,6 +559,7 @@ impl RpcClient {
             kwargs,
             timeout_ms: Some(u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)),
             accept_frames: self.data_frames,
+            ack: Vec::new(),
         };
         let mut slot = self.socket.borrow_mut();
         if slot.is_none() {
@@ -532,6 +568,7 @@ impl RpcClient {
         let Some(socket) = slot.as_ref() else {
             return Err(Error::Transport("no socket".into()));
         };
+        request.ack = self.take_acks();
         socket
             .send_multipart(self.frames_of(&request), zmq::DONTWAIT)
             .map_err(|e| Error::Transport(format!("cannot send to {}: {e}", self.endpoint)))?;

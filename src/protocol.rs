@@ -37,6 +37,14 @@ pub const RESERVED_NAMES: &[&str] = &[BUILTIN_PING, BUILTIN_LIST];
 /// rest of a call (about 100 µs); from 64 KiB on they were a large part of it (W5).
 pub const FRAME_MIN_BYTES: usize = 16 * 1024;
 
+/// Replies of at least this many bytes are worth acknowledging (`ack`,
+/// `docs/protocol.md` 4.11): the reference server keeps outcomes this long for retries
+/// until the client's next request on the connection acknowledges them (or their time
+/// is up), and the reference client acknowledges every reply of this size. Shorter
+/// outcomes cost the server's retry memory little (a few dozen bytes), so neither side
+/// spends the work on them.
+pub const ACK_MIN_BYTES: usize = 1024;
+
 /// A client's call, as it travels from client to broker.
 #[derive(Clone, PartialEq)]
 pub struct Request {
@@ -54,6 +62,9 @@ pub struct Request {
     pub timeout_ms: Option<u64>,
     /// The client reads a reply whose string result is a data frame (`accept_frames`).
     pub accept_frames: bool,
+    /// Ids of earlier requests on the same connection whose replies the client has
+    /// received (`ack`): the server may release the replies it kept for their retries.
+    pub ack: Vec<Value>,
 }
 
 /// A request that could not be decoded, with whatever id could be read from it so the
@@ -192,6 +203,7 @@ impl std::fmt::Debug for Request {
             .field("kwargs", &self.kwargs)
             .field("timeout_ms", &self.timeout_ms)
             .field("accept_frames", &self.accept_frames)
+            .field("ack", &self.ack)
             .finish()
     }
 }
@@ -308,6 +320,7 @@ pub fn decode_request_frames(body: &[u8], data: Vec<Vec<u8>>) -> Result<Request,
         kwargs: field_kwargs(&mut map).map_err(bad)?,
         timeout_ms: field_opt_u64(&map, "timeout_ms").map_err(bad)?,
         accept_frames: field_opt_bool(&map, "accept_frames").map_err(bad)?,
+        ack: field_ack(&mut map).map_err(bad)?,
         id: None,
     };
     let positions = field_frames(&map).map_err(bad)?;
@@ -321,6 +334,17 @@ fn field_opt_bool(map: &Map<String, Value>, name: &str) -> Result<bool, Error> {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
         Some(_) => Err(protocol_error(format!("field `{name}` must be a boolean"))),
+    }
+}
+
+/// The `ack` field: ids (scalars) of requests whose replies the client has received.
+fn field_ack(map: &mut Map<String, Value>) -> Result<Vec<Value>, Error> {
+    match map.remove("ack") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(ids)) if ids.iter().all(is_scalar) => Ok(ids),
+        Some(_) => Err(protocol_error(
+            "field `ack` must be an array of ids (strings, numbers, booleans or null)",
+        )),
     }
 }
 
@@ -450,6 +474,16 @@ fn write_request(req: &Request, positions: &[usize]) -> Vec<u8> {
     out.push(b'{');
     if req.accept_frames {
         out.extend_from_slice(b"\"accept_frames\":true,");
+    }
+    if !req.ack.is_empty() {
+        out.extend_from_slice(b"\"ack\":[");
+        for (i, id) in req.ack.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_value(&mut out, id);
+        }
+        out.extend_from_slice(b"],");
     }
     out.extend_from_slice(b"\"args\":[");
     for (i, v) in req.args.iter().enumerate() {
@@ -1008,6 +1042,8 @@ pub(crate) struct RawRequest {
     frames: Vec<(usize, Vec<u8>)>,
     /// As [`Request::accept_frames`].
     pub accept_frames: bool,
+    /// As [`Request::ack`].
+    pub ack: Vec<Value>,
 }
 
 impl std::fmt::Debug for RawRequest {
@@ -1021,6 +1057,7 @@ impl std::fmt::Debug for RawRequest {
             .field("timeout_ms", &self.timeout_ms)
             .field("frames", &self.frames.len())
             .field("accept_frames", &self.accept_frames)
+            .field("ack", &self.ack)
             .finish()
     }
 }
@@ -1095,6 +1132,7 @@ impl RawRequest {
             kwargs,
             frames: Vec::new(),
             accept_frames: req.accept_frames,
+            ack: req.ack,
         }
     }
 }
@@ -1166,6 +1204,13 @@ fn read_raw_request(frame: &[u8], data: &[Vec<u8>]) -> Option<RawRequest> {
         None | Some("null") => false,
         Some(b) => serde_json::from_str::<bool>(b).ok()?,
     };
+    let ack = match fields.get("ack").map(|r| r.get()) {
+        None | Some("null") => Vec::new(),
+        Some(a) => {
+            let ids = serde_json::from_str::<Vec<Value>>(a).ok()?;
+            ids.iter().all(is_scalar).then_some(ids)?
+        }
+    };
     let positions = match fields.get("frames").map(|r| r.get()) {
         None | Some("null") => Vec::new(),
         Some(f) => serde_json::from_str::<Vec<usize>>(f).ok()?,
@@ -1189,6 +1234,7 @@ fn read_raw_request(frame: &[u8], data: &[Vec<u8>]) -> Option<RawRequest> {
         kwargs,
         frames: positions.into_iter().map(|p| (p, Vec::new())).collect(),
         accept_frames,
+        ack,
     })
 }
 
@@ -1500,6 +1546,7 @@ mod tests {
                 assert_eq!(raw.function, req.function, "{text}");
                 assert_eq!(raw.timeout_ms, req.timeout_ms, "{text}");
                 assert_eq!(raw.accept_frames, req.accept_frames, "{text}");
+                assert_eq!(raw.ack, req.ack, "{text}");
                 let args: Vec<Value> =
                     serde_json::from_slice(&raw.args_inline()).expect("args parse");
                 assert_eq!(args, req.args, "{text}");
@@ -1591,6 +1638,14 @@ mod tests {
             (r#","args":[null],"frames":{}"#, &["a"]),
             (r#","accept_frames":"yes""#, &[]),
             (r#""#, &["stray"]),
+            // Acknowledgements: ids, or refused alike.
+            (r#","ack":["c-1",2,true,null]"#, &[]),
+            (r#","ack":[]"#, &[]),
+            (r#","ack":null"#, &[]),
+            (r#","ack":"c-1""#, &[]),
+            (r#","ack":[["c-1"]]"#, &[]),
+            (r#","ack":[{}]"#, &[]),
+            (r#","ack":[1e400]"#, &[]),
         ];
         for (rest, data) in cases {
             let frame = format!(r#"{{"password":"p","function":"f"{rest}}}"#);
@@ -1624,6 +1679,7 @@ mod tests {
             kwargs: Map::new(),
             timeout_ms: Some(100),
             accept_frames: true,
+            ack: Vec::new(),
         };
         let frames = encode_request_frames(&req, 40);
         assert_eq!(frames.len(), 3);
@@ -1641,6 +1697,35 @@ mod tests {
         assert!(!lists_frames(&encode_request(&req)));
         assert!(!lists_frames(br#"{"frames":null}"#));
         assert!(!lists_frames(b"not json"));
+    }
+
+    #[test]
+    fn acknowledgements_round_trip_in_sorted_place() {
+        let req = Request {
+            id: Some(json!("c-3")),
+            password: "p".into(),
+            function: "f".into(),
+            args: vec![],
+            kwargs: Map::new(),
+            timeout_ms: None,
+            accept_frames: true,
+            ack: vec![json!("c-1"), json!(2)],
+        };
+        let body = encode_request(&req);
+        assert_eq!(
+            body,
+            br#"{"accept_frames":true,"ack":["c-1",2],"args":[],"function":"f","id":"c-3","password":"p"}"#
+        );
+        assert_eq!(decode_request(&body), Ok(req.clone()));
+        let raw = decode_request_raw(body, Vec::new()).expect("decodes");
+        assert_eq!(raw.ack, req.ack);
+        let none = Request {
+            ack: Vec::new(),
+            ..req
+        };
+        assert!(!String::from_utf8(encode_request(&none))
+            .unwrap()
+            .contains("ack"));
     }
 
     #[test]

@@ -135,6 +135,9 @@ fn request_view(r: &Request) -> Value {
     if r.accept_frames {
         v["accept_frames"] = json!(true);
     }
+    if !r.ack.is_empty() {
+        v["ack"] = json!(r.ack);
+    }
     v
 }
 
@@ -208,7 +211,11 @@ fn check_valid(v: &Vector) -> Result<(String, String), String> {
         }
         "client_request" => {
             let r = decode_request(one_frame(v)).map_err(|bad| format!("{:?}", bad.error))?;
-            let label = r.function.clone();
+            let label = if r.ack.is_empty() {
+                r.function.clone()
+            } else {
+                format!("{} with acknowledgements", r.function)
+            };
             (request_view(&r), vec![encode_request(&r)], label)
         }
         "client_reply" if v.frames.len() > 1 => {
@@ -299,7 +306,13 @@ fn every_message_kind_and_error_type_has_a_vector() {
     let covered = check_all_valid();
     let has = |kind: &str, label: &str| covered.contains(&(kind.to_owned(), label.to_owned()));
     let mut missing = Vec::new();
-    for label in ["add", "ping", "list_functions", "concat with data frames"] {
+    for label in [
+        "add",
+        "ping",
+        "list_functions",
+        "concat with data frames",
+        "add with acknowledgements",
+    ] {
         if !has("client_request", label) {
             missing.push(format!("client_request {label}"));
         }

@@ -174,6 +174,9 @@ struct Job {
     deadline: Instant,
     state: State,
     retry_key: Option<RetryKey>,
+    /// The request's connection and id ([`KeyHasher::owner`]), which may acknowledge a
+    /// long outcome; meaningful only with a `retry_key`.
+    owner: u64,
     /// Already sent to a second worker after its first one was lost.
     redispatched: bool,
 }
@@ -418,6 +421,10 @@ impl Dispatcher {
         if let Some(p) = peer {
             self.throttle.succeeded(p);
         }
+        for acked in &req.ack {
+            let text = serde_json::to_string(acked).unwrap_or_default();
+            self.recent.release(self.keys.owner(&envelope, &text));
+        }
         match req.function.as_str() {
             protocol::BUILTIN_PING => {
                 let name = Value::String(self.settings.name.clone());
@@ -450,6 +457,10 @@ impl Dispatcher {
             &req.function,
             &arguments,
         );
+        let owner = match retry_key {
+            Some(_) => self.keys.owner(&envelope, &id_text),
+            None => 0,
+        };
         // A client retries only until the deadline it announced; one that announces
         // none may retry for the whole window.
         let remember = req.timeout_ms.map_or(self.settings.retry_window, |ms| {
@@ -469,6 +480,14 @@ impl Dispatcher {
                     });
                     return;
                 }
+                Some(Seen::Released) => {
+                    let err = Error::Protocol(format!(
+                        "request {} was answered and its reply acknowledged (`ack`); \
+                         it is not run again",
+                        protocol::excerpt(&id_text)
+                    ));
+                    return self.reply(envelope, id, Err(err), out);
+                }
                 Some(Seen::Running(job_key)) => {
                     self.recent.extend(key, remember, now);
                     if let Some(job) = self.jobs.get_mut(&job_key) {
@@ -477,6 +496,9 @@ impl Dispatcher {
                             job.waiters.remove(0);
                         }
                         job.waiters.push(envelope);
+                        // The newest attempt's connection is the one that will
+                        // acknowledge the reply, if any does.
+                        job.owner = owner;
                         let deadline = (now + budget).max(job.deadline);
                         if deadline > job.deadline {
                             job.deadline = deadline;
@@ -539,6 +561,7 @@ impl Dispatcher {
                 deadline,
                 state: State::Queued,
                 retry_key,
+                owner,
                 redispatched: false,
             },
         );
@@ -693,7 +716,7 @@ impl Dispatcher {
             return;
         };
         if let Some(rk) = job.retry_key {
-            self.recent.finish(&rk, kind, &body, now);
+            self.recent.finish(&rk, kind, &body, job.owner, now);
         }
         let reply = protocol::reply_from_parts(&job.id, kind, body);
         if job.waiters.is_empty() {

@@ -14,13 +14,19 @@
 //! encodes to the same bytes as the original's (that is what made it match). Outcomes
 //! of up to 8 bytes (`12`) live inside the slot; longer ones in one allocation of their
 //! own, found by the slot's sequence number.
+//!
+//! A long outcome (at least [`ACK_MIN_BYTES`]) is also indexed by its owner, a hash of
+//! the connection it came from and its id: when the client's next request there
+//! acknowledges the reply (`ack`, `docs/protocol.md` 4.11), the outcome is released at
+//! once instead of at the end of its window. The entry stays, so a repeat of the
+//! acknowledged request is still recognised, and refused rather than run again.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
-use crate::protocol::OutcomeKind;
+use crate::protocol::{OutcomeKind, ACK_MIN_BYTES};
 
 /// Identifies a call for retry matching: a keyed 128-bit hash of the client's id and of
 /// what it asks for, so that an id reused for a different call is not mistaken for a
@@ -91,6 +97,18 @@ impl KeyHasher {
             hi: digest(&self.hi),
         })
     }
+
+    /// The owner of a request for acknowledgements: its connection (`envelope`, the
+    /// routing frames it came with) and its id's JSON text. Keyed, so no client can aim
+    /// at another's.
+    pub(crate) fn owner(&self, envelope: &[Vec<u8>], id: &str) -> u64 {
+        let mut h = self.args.build_hasher();
+        for part in envelope.iter().map(Vec::as_slice).chain([id.as_bytes()]) {
+            h.write_usize(part.len());
+            h.write(part);
+        }
+        h.finish()
+    }
 }
 
 /// What is known of a recent request.
@@ -100,6 +118,8 @@ pub(crate) enum Seen<'a> {
     Running(u64),
     /// Finished; the outcome's bytes, of `kind`.
     Done { kind: OutcomeKind, body: &'a [u8] },
+    /// Finished, and the client acknowledged the reply: the outcome is gone.
+    Released,
 }
 
 /// Outcomes up to this many bytes are kept inside the slot.
@@ -123,6 +143,8 @@ enum Stored {
     },
     /// The outcome is in [`Recent::heap`] under the slot's sequence number.
     Heap { kind: OutcomeKind },
+    /// The outcome was acknowledged and released.
+    Released,
 }
 
 #[derive(Debug)]
@@ -152,6 +174,13 @@ impl Hasher for Identity {
     }
 }
 
+/// An outcome kept outside its slot.
+struct Kept {
+    body: Box<[u8]>,
+    /// Its entry in [`Recent::owners`], if it has one.
+    owner: Option<u64>,
+}
+
 /// Bounded map from [`RetryKey`] to [`Seen`].
 pub(crate) struct Recent {
     window: Duration,
@@ -163,7 +192,10 @@ pub(crate) struct Recent {
     live: usize,
     base: Instant,
     /// Outcomes longer than [`INLINE`], by their slot's sequence number.
-    heap: HashMap<u64, Box<[u8]>, BuildHasherDefault<Identity>>,
+    heap: HashMap<u64, Kept, BuildHasherDefault<Identity>>,
+    /// Owner ([`KeyHasher::owner`]) -> sequence number, for outcomes of at least
+    /// [`ACK_MIN_BYTES`] in `heap`.
+    owners: HashMap<u64, u64, BuildHasherDefault<Identity>>,
     /// Slots in insertion order; `slots[i]` has sequence number `front_seq + i`.
     slots: VecDeque<Slot>,
     front_seq: u64,
@@ -191,6 +223,7 @@ impl Recent {
             live: 0,
             base: now,
             heap: HashMap::default(),
+            owners: HashMap::default(),
             slots: VecDeque::new(),
             front_seq: 0,
             index: HashMap::default(),
@@ -228,8 +261,9 @@ impl Recent {
             }),
             Stored::Heap { kind } => Some(Seen::Done {
                 kind: *kind,
-                body: self.heap.get(&(self.front_seq + i as u64))?,
+                body: &self.heap.get(&(self.front_seq + i as u64))?.body,
             }),
+            Stored::Released => Some(Seen::Released),
         }
     }
 
@@ -267,9 +301,18 @@ impl Recent {
         }
     }
 
-    /// Stores the outcome of a finished request (`body`, of `kind`), in the slot its start took. Nothing is stored when the request
-    /// is no longer remembered or the outcome alone exceeds the byte budget.
-    pub(crate) fn finish(&mut self, key: &RetryKey, kind: OutcomeKind, body: &[u8], now: Instant) {
+    /// Stores the outcome of a finished request (`body`, of `kind`), in the slot its
+    /// start took; `owner` ([`KeyHasher::owner`]) may acknowledge it if it is long.
+    /// Nothing is stored when the request is no longer remembered or the outcome alone
+    /// exceeds the byte budget.
+    pub(crate) fn finish(
+        &mut self,
+        key: &RetryKey,
+        kind: OutcomeKind,
+        body: &[u8],
+        owner: u64,
+        now: Instant,
+    ) {
         let Some(i) = self.slot(key) else {
             return;
         };
@@ -289,16 +332,49 @@ impl Recent {
             }
         } else {
             self.bytes += body.len();
-            self.heap.insert(seq, body.into());
+            let owner = (body.len() >= ACK_MIN_BYTES).then(|| {
+                if let Some(old) = self.owners.insert(owner, seq) {
+                    // Another outcome under the same owner (the id reused, or a hash
+                    // collision): it can no longer be acknowledged, only expire.
+                    if let Some(kept) = self.heap.get_mut(&old) {
+                        kept.owner = None;
+                    }
+                }
+                owner
+            });
+            let body = body.into();
+            self.heap.insert(seq, Kept { body, owner });
             Stored::Heap { kind }
         };
         self.evict(now);
     }
 
+    /// The client acknowledged the reply of the request `owner` names: its outcome is
+    /// freed, and a repeat of the request will be refused ([`Seen::Released`]).
+    /// Unknown owners are ignored (short outcomes have none, and old ones expire).
+    pub(crate) fn release(&mut self, owner: u64) {
+        let Some(seq) = self.owners.get(&owner).copied() else {
+            return;
+        };
+        self.drop_heap(seq);
+        let slot = seq
+            .checked_sub(self.front_seq)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.slots.get_mut(i));
+        if let Some(slot) = slot {
+            if matches!(slot.stored, Stored::Heap { .. }) {
+                slot.stored = Stored::Released;
+            }
+        }
+    }
+
     /// Frees the outcome kept apart for slot `seq`, if any.
     fn drop_heap(&mut self, seq: u64) {
-        if let Some(body) = self.heap.remove(&seq) {
-            self.bytes -= body.len();
+        if let Some(kept) = self.heap.remove(&seq) {
+            self.bytes -= kept.body.len();
+            if let Some(owner) = kept.owner {
+                self.owners.remove(&owner);
+            }
         }
     }
 
@@ -363,6 +439,7 @@ impl Recent {
             self.slots.shrink_to(self.slots.len() * 2);
             self.index.shrink_to(self.index.len() * 2);
             self.heap.shrink_to(self.heap.len() * 2);
+            self.owners.shrink_to(self.owners.len() * 2);
         }
     }
 
@@ -392,6 +469,52 @@ mod tests {
             kind: OutcomeKind::Result,
             body,
         })
+    }
+
+    #[test]
+    fn an_acknowledged_long_outcome_is_released_and_its_repeat_refused() {
+        let h = keys();
+        let now = Instant::now();
+        let mut r = Recent::new(MINUTE, 100, 1 << 20, now);
+        let conn = vec![b"conn-1".to_vec()];
+        let owner = h.owner(&conn, "\"c-1\"");
+        assert_ne!(owner, h.owner(&[b"conn-2".to_vec()], "\"c-1\""));
+        assert_ne!(owner, h.owner(&conn, "\"c-2\""));
+        let long = vec![b'x'; ACK_MIN_BYTES];
+        r.start(key(&h, 1), 1, MINUTE, now);
+        r.finish(&key(&h, 1), OutcomeKind::Text, &long, owner, now);
+        assert_eq!(
+            r.get(&key(&h, 1), now),
+            Some(Seen::Done {
+                kind: OutcomeKind::Text,
+                body: &long
+            })
+        );
+        assert_eq!(r.bytes, long.len());
+        // Someone else's acknowledgement releases nothing.
+        r.release(h.owner(&[b"conn-2".to_vec()], "\"c-1\""));
+        assert_eq!(r.bytes, long.len());
+        r.release(owner);
+        assert_eq!(r.bytes, 0);
+        assert!(r.heap.is_empty() && r.owners.is_empty());
+        assert_eq!(r.get(&key(&h, 1), now), Some(Seen::Released));
+        assert_eq!(r.len(), 1, "the entry stays until its time");
+        r.release(owner);
+        assert_eq!(r.get(&key(&h, 1), now + MINUTE), None, "then it expires");
+
+        // A short outcome has no owner entry: acknowledging it changes nothing.
+        let short = vec![b'y'; ACK_MIN_BYTES - 1];
+        r.start(key(&h, 2), 2, MINUTE, now);
+        r.finish(&key(&h, 2), OutcomeKind::Result, &short, owner, now);
+        r.release(owner);
+        assert_eq!(r.get(&key(&h, 2), now), done(&short));
+
+        // An evicted outcome takes its owner entry with it.
+        r.start(key(&h, 3), 3, MINUTE, now);
+        r.finish(&key(&h, 3), OutcomeKind::Result, &long, owner, now);
+        assert_eq!(r.owners.len(), 1);
+        r.forget(&key(&h, 3));
+        assert!(r.owners.is_empty());
     }
 
     #[test]
@@ -480,6 +603,7 @@ mod tests {
             &key(&h, 1),
             OutcomeKind::Result,
             b"12",
+            0,
             now + Duration::from_secs(1),
         );
         assert_eq!(r.get(&key(&h, 1), now), done(b"12"));
@@ -549,7 +673,7 @@ mod tests {
         r.start(key(&h, 1), 1, MINUTE, now);
         r.forget(&key(&h, 1));
         assert_eq!(r.get(&key(&h, 1), now), None);
-        r.finish(&key(&h, 1), OutcomeKind::Result, b"late", now);
+        r.finish(&key(&h, 1), OutcomeKind::Result, b"late", 0, now);
         assert_eq!(
             r.get(&key(&h, 1), now),
             None,
@@ -560,7 +684,7 @@ mod tests {
         assert_eq!(r.get(&key(&h, 1), now), Some(Seen::Running(3)));
         assert_eq!(r.len(), 1);
         let long = vec![b'7'; 100];
-        r.finish(&key(&h, 1), OutcomeKind::Error, &long, now);
+        r.finish(&key(&h, 1), OutcomeKind::Error, &long, 0, now);
         assert_eq!(
             r.get(&key(&h, 1), now),
             Some(Seen::Done {
@@ -581,7 +705,7 @@ mod tests {
         let mut r = Recent::new(MINUTE, 3, 40, now);
         for i in 0..5 {
             r.start(key(&h, i), i, MINUTE, now);
-            r.finish(&key(&h, i), OutcomeKind::Result, b"12", now);
+            r.finish(&key(&h, i), OutcomeKind::Result, b"12", 0, now);
         }
         assert_eq!(r.len(), 3, "count bound");
         assert_eq!(r.get(&key(&h, 0), now), None, "oldest went first");
@@ -589,14 +713,14 @@ mod tests {
         // Outcomes over the inline size count against the byte budget.
         let body = [b'x'; 30];
         r.start(key(&h, 9), 9, MINUTE, now);
-        r.finish(&key(&h, 9), OutcomeKind::Result, &body, now);
+        r.finish(&key(&h, 9), OutcomeKind::Result, &body, 0, now);
         r.start(key(&h, 10), 10, MINUTE, now);
-        r.finish(&key(&h, 10), OutcomeKind::Result, &body, now);
+        r.finish(&key(&h, 10), OutcomeKind::Result, &body, 0, now);
         assert!(r.bytes <= 40, "byte bound: {}", r.bytes);
         assert_eq!(r.get(&key(&h, 9), now), None, "older one dropped for bytes");
         assert_eq!(r.get(&key(&h, 10), now), done(&body));
         r.start(key(&h, 11), 11, MINUTE, now);
-        r.finish(&key(&h, 11), OutcomeKind::Result, &[0; 41], now);
+        r.finish(&key(&h, 11), OutcomeKind::Result, &[0; 41], 0, now);
         assert_eq!(
             r.get(&key(&h, 11), now),
             None,
@@ -613,7 +737,7 @@ mod tests {
             Recent::new(MINUTE, 0, 1000, now),
         ] {
             r.start(key(&h, 1), 1, MINUTE, now);
-            r.finish(&key(&h, 1), OutcomeKind::Result, b"1", now);
+            r.finish(&key(&h, 1), OutcomeKind::Result, b"1", 0, now);
             assert_eq!(r.get(&key(&h, 1), now), None);
             assert_eq!(r.len(), 0);
         }

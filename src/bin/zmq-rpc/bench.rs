@@ -179,6 +179,7 @@ fn one_run(args: &BenchArgs, run: usize, p: &mut Progress) -> Result<BTreeMap<St
         timeout_ms: Some(5000),
         // As `RpcClient` sends it: the floor moves as many bytes.
         accept_frames: true,
+        ack: Vec::new(),
     });
 
     let on = |w: &str| args.only.is_empty() || args.only.iter().any(|o| o == w);
