@@ -90,7 +90,11 @@ impl BrokerHarness {
             return;
         };
         let outcome = if ok {
-            Ok(serde_json::json!(key % 7))
+            // Every third result long enough to be acknowledged (`ack`).
+            match key % 3 {
+                0 => Ok(serde_json::json!("r".repeat(protocol::ACK_MIN_BYTES))),
+                _ => Ok(serde_json::json!(key % 7)),
+            }
         } else {
             Err(crate::Error::Runtime("fuzz".into()))
         };

@@ -54,6 +54,8 @@ impl Input<'_> {
                         // frame, docs/protocol.md 4.10), if the input sends one.
                         "frames": if seed & 0x40 == 0 { serde_json::json!(null) } else { serde_json::json!([0]) },
                         "accept_frames": seed & 0x20 != 0,
+                        // Acknowledge an earlier id (docs/protocol.md 4.11) now and then.
+                        "ack": if seed & 0x10 == 0 { serde_json::json!([]) } else { serde_json::json!([(seed >> 1) % 8]) },
                         "timeout_ms": u64::from(seed) * 4,
                     })
                 }
