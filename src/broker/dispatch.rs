@@ -423,7 +423,7 @@ impl Dispatcher {
         }
         for acked in &req.ack {
             let text = serde_json::to_string(acked).unwrap_or_default();
-            self.recent.release(self.keys.owner(&envelope, &text));
+            self.recent.release(self.keys.owner(&envelope, &text), now);
         }
         match req.function.as_str() {
             protocol::BUILTIN_PING => {

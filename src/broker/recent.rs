@@ -174,9 +174,12 @@ impl Hasher for Identity {
     }
 }
 
+/// How long a released outcome's buffer waits to be reused (see [`Recent::spare`]).
+const SPARE_FOR_MS: u64 = 1000;
+
 /// An outcome kept outside its slot.
 struct Kept {
-    body: Box<[u8]>,
+    body: Vec<u8>,
     /// Its entry in [`Recent::owners`], if it has one.
     owner: Option<u64>,
 }
@@ -196,6 +199,11 @@ pub(crate) struct Recent {
     /// Owner ([`KeyHasher::owner`]) -> sequence number, for outcomes of at least
     /// [`ACK_MIN_BYTES`] in `heap`.
     owners: HashMap<u64, u64, BuildHasherDefault<Identity>>,
+    /// The buffer of the last released outcome, with when it was released (ms after
+    /// `base`): the next long outcome is copied into it instead of into memory the
+    /// process may have to fault in again (glibc gives large freed blocks back to the
+    /// kernel). Dropped when unused for [`SPARE_FOR_MS`].
+    spare: Option<(Vec<u8>, u64)>,
     /// Slots in insertion order; `slots[i]` has sequence number `front_seq + i`.
     slots: VecDeque<Slot>,
     front_seq: u64,
@@ -224,6 +232,7 @@ impl Recent {
             base: now,
             heap: HashMap::default(),
             owners: HashMap::default(),
+            spare: None,
             slots: VecDeque::new(),
             front_seq: 0,
             index: HashMap::default(),
@@ -342,21 +351,40 @@ impl Recent {
                 }
                 owner
             });
-            let body = body.into();
+            let body = self.copy_of(body);
             self.heap.insert(seq, Kept { body, owner });
             Stored::Heap { kind }
         };
         self.evict(now);
     }
 
+    /// `body` in a buffer of its own: the spare one when it fits without wasting more
+    /// than half of it.
+    fn copy_of(&mut self, body: &[u8]) -> Vec<u8> {
+        match self.spare.take() {
+            Some((mut buf, _)) if (body.len()..=body.len() * 2).contains(&buf.capacity()) => {
+                buf.clear();
+                buf.extend_from_slice(body);
+                buf
+            }
+            other => {
+                self.spare = other;
+                body.to_vec()
+            }
+        }
+    }
+
     /// The client acknowledged the reply of the request `owner` names: its outcome is
-    /// freed, and a repeat of the request will be refused ([`Seen::Released`]).
-    /// Unknown owners are ignored (short outcomes have none, and old ones expire).
-    pub(crate) fn release(&mut self, owner: u64) {
+    /// freed (its buffer kept as the spare), and a repeat of the request will be
+    /// refused ([`Seen::Released`]). Unknown owners are ignored (short outcomes have
+    /// none, and old ones expire).
+    pub(crate) fn release(&mut self, owner: u64, now: Instant) {
         let Some(seq) = self.owners.get(&owner).copied() else {
             return;
         };
-        self.drop_heap(seq);
+        if let Some(kept) = self.take_heap(seq) {
+            self.spare = Some((kept.body, self.ms(now)));
+        }
         let slot = seq
             .checked_sub(self.front_seq)
             .and_then(|i| usize::try_from(i).ok())
@@ -370,12 +398,17 @@ impl Recent {
 
     /// Frees the outcome kept apart for slot `seq`, if any.
     fn drop_heap(&mut self, seq: u64) {
-        if let Some(kept) = self.heap.remove(&seq) {
-            self.bytes -= kept.body.len();
-            if let Some(owner) = kept.owner {
-                self.owners.remove(&owner);
-            }
+        self.take_heap(seq);
+    }
+
+    /// Takes the outcome kept apart for slot `seq` out of the books.
+    fn take_heap(&mut self, seq: u64) -> Option<Kept> {
+        let kept = self.heap.remove(&seq)?;
+        self.bytes -= kept.body.len();
+        if let Some(owner) = kept.owner {
+            self.owners.remove(&owner);
         }
+        Some(kept)
     }
 
     /// Forgets a request that ended without running (it may safely run if retried).
@@ -416,7 +449,15 @@ impl Recent {
             for slot in &mut self.slots {
                 slot.expires = slot.expires.saturating_sub(shift as u32);
             }
+            self.spare = None;
             return self.evict(self.base);
+        }
+        if self
+            .spare
+            .as_ref()
+            .is_some_and(|(_, at)| now >= at + SPARE_FOR_MS)
+        {
+            self.spare = None;
         }
         while let Some(front) = self.slots.front() {
             let over = self.live > self.max_entries || self.bytes > self.max_bytes;
@@ -492,21 +533,21 @@ mod tests {
         );
         assert_eq!(r.bytes, long.len());
         // Someone else's acknowledgement releases nothing.
-        r.release(h.owner(&[b"conn-2".to_vec()], "\"c-1\""));
+        r.release(h.owner(&[b"conn-2".to_vec()], "\"c-1\""), now);
         assert_eq!(r.bytes, long.len());
-        r.release(owner);
+        r.release(owner, now);
         assert_eq!(r.bytes, 0);
         assert!(r.heap.is_empty() && r.owners.is_empty());
         assert_eq!(r.get(&key(&h, 1), now), Some(Seen::Released));
         assert_eq!(r.len(), 1, "the entry stays until its time");
-        r.release(owner);
+        r.release(owner, now);
         assert_eq!(r.get(&key(&h, 1), now + MINUTE), None, "then it expires");
 
         // A short outcome has no owner entry: acknowledging it changes nothing.
         let short = vec![b'y'; ACK_MIN_BYTES - 1];
         r.start(key(&h, 2), 2, MINUTE, now);
         r.finish(&key(&h, 2), OutcomeKind::Result, &short, owner, now);
-        r.release(owner);
+        r.release(owner, now);
         assert_eq!(r.get(&key(&h, 2), now), done(&short));
 
         // An evicted outcome takes its owner entry with it.
@@ -515,6 +556,43 @@ mod tests {
         assert_eq!(r.owners.len(), 1);
         r.forget(&key(&h, 3));
         assert!(r.owners.is_empty());
+    }
+
+    #[test]
+    fn a_released_buffer_is_reused_for_the_next_long_outcome_within_a_second() {
+        let h = keys();
+        let now = Instant::now();
+        let mut r = Recent::new(MINUTE, 100, 1 << 20, now);
+        let owner = |id: u64| h.owner(&[b"c".to_vec()], &id.to_string());
+        let long = vec![b'x'; 4 * ACK_MIN_BYTES];
+        let kept_at = |r: &Recent, id: u64| match r.get(&key(&h, id), now) {
+            Some(Seen::Done { body, .. }) => body.as_ptr(),
+            other => panic!("not kept: {other:?}"),
+        };
+        r.start(key(&h, 1), 1, MINUTE, now);
+        r.finish(&key(&h, 1), OutcomeKind::Result, &long, owner(1), now);
+        let first = kept_at(&r, 1);
+        r.release(owner(1), now);
+        // The next outcome of about the same size lands in the same memory.
+        r.start(key(&h, 2), 2, MINUTE, now);
+        r.finish(&key(&h, 2), OutcomeKind::Result, &long[1..], owner(2), now);
+        assert_eq!(kept_at(&r, 2), first);
+        assert!(r.spare.is_none());
+        // One much smaller does not take it; an unused spare goes after a second.
+        r.release(owner(2), now);
+        r.start(key(&h, 3), 3, MINUTE, now);
+        r.finish(
+            &key(&h, 3),
+            OutcomeKind::Result,
+            &long[..ACK_MIN_BYTES],
+            owner(3),
+            now,
+        );
+        assert!(r.spare.is_some());
+        r.evict(now + Duration::from_millis(SPARE_FOR_MS - 1));
+        assert!(r.spare.is_some());
+        r.evict(now + Duration::from_millis(SPARE_FOR_MS));
+        assert!(r.spare.is_none());
     }
 
     #[test]
