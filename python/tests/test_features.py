@@ -48,7 +48,7 @@ def test_list_functions_shows_docstrings_and_parameters(server):
     assert functions["add"]["description"] == "Addiert zwei Zahlen."
     assert functions["add"]["param_names"] == ["a", "b"]
     assert functions["add"]["idempotent"] is False
-    # The server's local workers register one by one (inline workers): workers=2.
+    # The local pool counts as one worker per thread, as callers see it: workers=2.
     assert functions["add"]["workers"] == 2
     assert functions["greet"]["description"] == "Greets."
     assert functions["greet"]["param_names"] == ["name", "greeting"]
