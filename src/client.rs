@@ -19,6 +19,10 @@ use crate::transport::{self, Curve, TcpOptions};
 /// use one client per thread. One thread can still keep many calls in flight on one
 /// client with [`RpcClient::submit`] and [`Pending::wait`] (no async runtime needed).
 ///
+/// Each reply of [`protocol::ACK_MIN_BYTES`] or more is acknowledged on the client's
+/// next request (`docs/protocol.md` 4.11), so the server frees what it kept for a retry
+/// of that call instead of holding it until the retry window ends.
+///
 /// ```no_run
 /// use zmq_rpc::RpcClient;
 ///
