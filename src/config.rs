@@ -27,6 +27,11 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(1000);
 pub const DEFAULT_HEARTBEAT_LIVENESS: u32 = 3;
 /// Requests the broker holds waiting for a worker before it answers `OverloadError`.
 pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
+/// Bytes of requests (bodies and data frames) the broker holds for calls not yet
+/// answered, beyond which a request that would wait gets `OverloadError`: the queue
+/// limit counts requests, this bounds what they weigh (10,000 requests of the 4 MiB
+/// maximum would be 40 GiB).
+pub const DEFAULT_QUEUE_BYTES: usize = 256 * 1024 * 1024;
 
 /// The longest the broker remembers a request for retries (at-most-once window); a
 /// request that announces its deadline (`timeout_ms`) only until then plus 10 s.

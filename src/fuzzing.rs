@@ -37,6 +37,7 @@ impl BrokerHarness {
             worker_secret: PASSWORD.into(),
             timeout: Duration::from_millis(500),
             queue_limit: 8,
+            queue_bytes: 1 << 16,
             heartbeat_liveness: 3,
             retry_window: Duration::from_secs(1),
             retry_entries: 16,

@@ -1076,6 +1076,12 @@ impl RawRequest {
         self.kwargs.as_ref().map(|r| &self.frame[r.clone()])
     }
 
+    /// The request's size as it arrived, about: its text (or, for the rare request
+    /// decoded into values, its arguments encoded again) and its data frames.
+    pub(crate) fn size(&self) -> usize {
+        self.frame.len() + self.frames.iter().map(|(_, f)| f.len()).sum::<usize>()
+    }
+
     /// The data frames with their positions in [`RawRequest::args`].
     pub(crate) fn frames(&self) -> &[(usize, Vec<u8>)] {
         &self.frames

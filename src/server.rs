@@ -65,6 +65,9 @@ impl RpcServer {
         /// Requests that may wait for a worker before new ones get `OverloadError`.
         /// Defaults to 10,000.
         queue_limit: usize => |o, v| o.settings.queue_limit = v;
+        /// Bytes of requests held for unanswered calls beyond which a request that would
+        /// wait gets `OverloadError`. Defaults to 256 MiB.
+        queue_bytes: usize => |o, v| o.settings.queue_bytes = v;
         /// Largest message accepted on the TCP endpoints. Defaults to 4 MiB.
         max_message_size: usize => |o, v| o.tcp.max_message_size = v;
         /// Encrypts the TCP endpoints with CURVE, given the server's secret key (Z85).

@@ -240,7 +240,7 @@ impl PyServer {
     #[new]
     #[pyo3(signature = (
         password, server_name, host = None, port = None, timeout = None, workers = None, *,
-        worker_port = None, queue_limit = None, max_message_size = None,
+        worker_port = None, queue_limit = None, queue_bytes = None, max_message_size = None,
         curve_secret_key = None, curve_authorized_keys = None,
         curve_worker_authorized_keys = None, worker_secret = None, retry_window = None,
         shutdown_grace = None
@@ -255,6 +255,7 @@ impl PyServer {
         workers: Option<usize>,
         worker_port: Option<u16>,
         queue_limit: Option<usize>,
+        queue_bytes: Option<usize>,
         max_message_size: Option<usize>,
         curve_secret_key: Option<String>,
         curve_authorized_keys: Option<PathBuf>,
@@ -270,6 +271,7 @@ impl PyServer {
         let s = set(s, workers, RpcServer::workers);
         let s = set(s, worker_port, RpcServer::worker_port);
         let s = set(s, queue_limit, RpcServer::queue_limit);
+        let s = set(s, queue_bytes, RpcServer::queue_bytes);
         let s = set(s, max_message_size, RpcServer::max_message_size);
         let s = set(s, curve_secret_key, |s, v| s.curve_secret_key(&v));
         let s = set(s, curve_authorized_keys, RpcServer::curve_authorized_keys);
@@ -556,7 +558,8 @@ impl PyBroker {
     #[new]
     #[pyo3(signature = (
         password, name, *, host = None, port = None, worker_port = None, timeout = None,
-        queue_limit = None, max_message_size = None, heartbeat_liveness = None,
+        queue_limit = None, queue_bytes = None, max_message_size = None,
+        heartbeat_liveness = None,
         curve_secret_key = None, curve_authorized_keys = None,
         curve_worker_authorized_keys = None, worker_secret = None, retry_window = None,
         shutdown_grace = None, warmup = None
@@ -570,6 +573,7 @@ impl PyBroker {
         worker_port: Option<u16>,
         timeout: Option<u64>,
         queue_limit: Option<usize>,
+        queue_bytes: Option<usize>,
         max_message_size: Option<usize>,
         heartbeat_liveness: Option<u32>,
         curve_secret_key: Option<String>,
@@ -586,6 +590,7 @@ impl PyBroker {
         let b = set(b, worker_port, Broker::worker_port);
         let b = set(b, timeout.map(ms), Broker::timeout);
         let b = set(b, queue_limit, Broker::queue_limit);
+        let b = set(b, queue_bytes, Broker::queue_bytes);
         let b = set(b, max_message_size, Broker::max_message_size);
         let b = set(b, heartbeat_liveness, Broker::heartbeat_liveness);
         let b = set(b, curve_secret_key, |b, v| b.curve_secret_key(&v));

@@ -138,6 +138,38 @@ def test_a_full_queue_is_an_overload_error(server):
     assert errors[0].retry_after >= 0
 
 
+def hold(text, seconds):
+    time.sleep(seconds)
+    return len(text)
+
+
+def test_a_queue_full_in_bytes_is_an_overload_error(server):
+    # Each request carries 1 MiB, and the server holds at most 1.5 MiB of requests
+    # for unanswered calls: the first finds the idle worker and runs; the other two
+    # would wait, and with the first's 1 MiB held neither fits.
+    running, _ = server({"hold": hold}, workers=1, queue_bytes=3 * 2**20 // 2)
+    import threading
+
+    results, errors = [], []
+
+    def call():
+        c = zmq_rpc.RPCClient(PASSWORD, "127.0.0.1", running.port, retries=0)
+        try:
+            results.append(c.hold("h" * 2**20, 0.5))
+        except zmq_rpc.OverloadError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(timeout=10)
+    assert results == [2**20]
+    assert len(errors) == 2, errors
+    assert all("bytes of requests held" in str(e) for e in errors)
+
+
 def test_a_taken_port_is_a_transport_error(server):
     running, _ = server({"add": add})
     second = zmq_rpc.RPCServer(PASSWORD, "second", host="127.0.0.1", port=running.port)

@@ -111,6 +111,9 @@ pub(crate) struct Settings {
     pub timeout: Duration,
     /// Queued requests before new ones are refused with `OverloadError`.
     pub queue_limit: usize,
+    /// Bytes of requests held for calls not yet answered (waiting or running) beyond
+    /// which a request that would wait is refused with `OverloadError`.
+    pub queue_bytes: usize,
 
     /// Missed worker heartbeats before a worker counts as lost.
     pub heartbeat_liveness: u32,
@@ -174,6 +177,8 @@ struct Job {
     deadline: Instant,
     state: State,
     retry_key: Option<RetryKey>,
+    /// The request's size (body and data frames), counted in `Dispatcher::held_bytes`.
+    size: usize,
     /// The request's connection and id ([`KeyHasher::owner`]), which may acknowledge a
     /// long outcome; meaningful only with a `retry_key`.
     owner: u64,
@@ -189,6 +194,8 @@ pub(crate) struct Dispatcher {
     /// Keys in arrival order; may hold keys that are no longer queued (skipped).
     queue: VecDeque<u64>,
     queued: usize,
+    /// Bytes of the requests of all jobs (see `Settings::queue_bytes`).
+    held_bytes: usize,
     /// (deadline, key); stale when the job's deadline has moved (a retry extended it).
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     recent: Recent,
@@ -290,6 +297,7 @@ impl Dispatcher {
             jobs: FastMap::default(),
             queue: VecDeque::new(),
             queued: 0,
+            held_bytes: 0,
             deadlines: BinaryHeap::new(),
             recent,
             keys: KeyHasher::new(),
@@ -538,9 +546,22 @@ impl Dispatcher {
             .as_ref()
             .map_or(true, |w| is_local(w) && self.local_waiting().is_some());
         let waiting = self.queued + self.local_waiting().unwrap_or(0);
-        if would_wait && waiting >= self.settings.queue_limit {
+        let size = req.size();
+        let full = if !would_wait {
+            None
+        } else if waiting >= self.settings.queue_limit {
+            Some(format!("the queue is full ({waiting} requests waiting)"))
+        } else if self.held_bytes + size > self.settings.queue_bytes {
+            Some(format!(
+                "the queue is full ({} bytes of requests held, at most {})",
+                self.held_bytes, self.settings.queue_bytes
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = full {
             let err = Error::Overloaded {
-                message: format!("the queue is full ({waiting} requests waiting)"),
+                message,
                 retry_after: OVERLOAD_RETRY_AFTER,
             };
             return self.reply(envelope, id, Err(err), out);
@@ -561,10 +582,12 @@ impl Dispatcher {
                 deadline,
                 state: State::Queued,
                 retry_key,
+                size,
                 owner,
                 redispatched: false,
             },
         );
+        self.held_bytes += size;
         match idle {
             Some(worker) => self.dispatch(key, worker, now, out),
             None => {
@@ -673,7 +696,7 @@ impl Dispatcher {
         if let Some(pool) = self.workers.get_mut(&LOCAL) {
             pool.in_flight = pool.in_flight.saturating_sub(1);
         }
-        if let Some(job) = self.jobs.remove(&key) {
+        if let Some(job) = self.remove_job(key) {
             if let Some(rk) = &job.retry_key {
                 self.recent.forget(rk);
             }
@@ -682,8 +705,15 @@ impl Dispatcher {
         }
     }
 
+    /// Ends the books on job `key`: it is answered (or about to be).
+    fn remove_job(&mut self, key: u64) -> Option<Job> {
+        let job = self.jobs.remove(&key)?;
+        self.held_bytes -= job.size;
+        Some(job)
+    }
+
     fn end_unrun(&mut self, key: u64, why: &str, out: &mut Vec<Action>) {
-        let Some(job) = self.jobs.remove(&key) else {
+        let Some(job) = self.remove_job(key) else {
             return;
         };
         if let Some(rk) = &job.retry_key {
@@ -712,7 +742,7 @@ impl Dispatcher {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let Some(job) = self.jobs.remove(&key) else {
+        let Some(job) = self.remove_job(key) else {
             return;
         };
         if let Some(rk) = job.retry_key {
@@ -1100,7 +1130,7 @@ impl Dispatcher {
                 _ => continue,
             };
             if !servable {
-                if let Some(job) = self.jobs.remove(&key) {
+                if let Some(job) = self.remove_job(key) {
                     self.queued -= 1;
                     if let Some(rk) = &job.retry_key {
                         self.recent.forget(rk);
@@ -1270,7 +1300,7 @@ impl Dispatcher {
             ) {
                 continue;
             }
-            if let Some(job) = self.jobs.remove(&key) {
+            if let Some(job) = self.remove_job(key) {
                 self.queued -= 1;
                 if let Some(rk) = &job.retry_key {
                     self.recent.forget(rk);
@@ -1315,6 +1345,7 @@ mod tests {
             worker_secret: "geheim".into(),
             timeout: Duration::from_secs(5),
             queue_limit: 2,
+            queue_bytes: 1 << 20,
 
             heartbeat_liveness: 3,
             retry_window: Duration::from_secs(60),
@@ -1928,6 +1959,51 @@ mod tests {
         assert_eq!(answered[0].id, json!(1));
         assert!(matches!(answered[0].outcome, Err(Error::Unavailable(_))));
         assert_eq!(d.running(), 1);
+    }
+
+    #[test]
+    fn requests_that_would_wait_are_refused_beyond_the_byte_bound_and_answered_ones_free_it() {
+        let now = Instant::now();
+        let mut d = with_local_add(1, 100, now);
+        let size = client(0, "add")[2].len();
+        // Room for three requests' bytes: one runs, one waits in the pool, a third
+        // would wait too and still fits, a fourth does not.
+        d.settings.queue_bytes = 3 * size;
+        let mut out = Vec::new();
+        for i in 0..4 {
+            d.client_message(client(i, "add"), now, &mut out);
+        }
+        let sent = local_calls(&out);
+        assert_eq!(sent.len(), 3, "{out:?}");
+        let refused = replies(&out);
+        assert_eq!(refused.len(), 1, "{out:?}");
+        assert_eq!(refused[0].id, json!(3));
+        match &refused[0].outcome {
+            Err(Error::Overloaded { message, .. }) => {
+                let held = format!("{} bytes of requests held, at most {}", 3 * size, 3 * size);
+                assert!(message.contains(&held), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(d.held_bytes, 3 * size);
+        // An answered call gives its bytes back: the next request fits again.
+        out.clear();
+        d.local_reply(sent[0], Ok(Output::Json(b"3".to_vec())), now, &mut out);
+        assert_eq!(d.held_bytes, 2 * size);
+        d.client_message(client(4, "add"), now, &mut out);
+        let fifth = local_calls(&out);
+        assert_eq!(fifth.len(), 1, "{out:?}");
+        // Past their deadline the callers are answered, but the pool still holds the
+        // calls (and their bytes) until it gives them back.
+        out.clear();
+        d.tick(now + Duration::from_secs(3600), &mut out);
+        assert_eq!(replies(&out).len(), 3, "{out:?}");
+        assert_eq!(d.held_bytes, 3 * size);
+        for key in [sent[1], sent[2], fifth[0]] {
+            let late = Err(Error::Timeout("not started".into()));
+            d.local_reply(key, late, now + Duration::from_secs(3600), &mut out);
+        }
+        assert_eq!(d.held_bytes, 0);
     }
 
     #[test]

@@ -78,6 +78,7 @@ impl Options {
                 password,
                 timeout: env.timeout.unwrap_or(config::DEFAULT_TIMEOUT),
                 queue_limit: config::DEFAULT_QUEUE_LIMIT,
+                queue_bytes: config::DEFAULT_QUEUE_BYTES,
 
                 heartbeat_liveness: config::DEFAULT_HEARTBEAT_LIVENESS,
                 retry_window: config::DEFAULT_RETRY_WINDOW,
@@ -147,6 +148,9 @@ impl Broker {
         /// Requests that may wait for a worker before new ones get `OverloadError`.
         /// Defaults to 10,000.
         queue_limit: usize => |o, v| o.settings.queue_limit = v;
+        /// Bytes of requests held for unanswered calls beyond which a request that would
+        /// wait gets `OverloadError`. Defaults to 256 MiB.
+        queue_bytes: usize => |o, v| o.settings.queue_bytes = v;
         /// Largest message accepted on the TCP endpoints. Defaults to 4 MiB.
         max_message_size: usize => |o, v| o.tcp.max_message_size = v;
                 /// Missed heartbeats before a worker is lost. Heartbeats go both ways at the

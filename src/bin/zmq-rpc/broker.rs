@@ -29,6 +29,10 @@ pub(crate) struct BrokerArgs {
     /// Requests that may wait for a worker before new ones get OverloadError.
     #[arg(long, default_value_t = config::DEFAULT_QUEUE_LIMIT)]
     queue_limit: usize,
+    /// Bytes of requests held for unanswered calls beyond which a request that would
+    /// wait gets OverloadError.
+    #[arg(long, default_value_t = config::DEFAULT_QUEUE_BYTES)]
+    queue_bytes: usize,
     /// After start, how long (ms) calls to functions no worker has registered yet wait
     /// for workers before they get NameError.
     #[arg(long = "warmup", default_value_t = config::DEFAULT_BROKER_WARMUP.as_millis() as u64)]
@@ -55,6 +59,7 @@ pub(crate) fn run(args: &BrokerArgs) -> Result<(), Error> {
         .worker_port(args.worker_port)
         .timeout(Duration::from_millis(args.timeout_ms))
         .queue_limit(args.queue_limit)
+        .queue_bytes(args.queue_bytes)
         .warmup(Duration::from_millis(args.warmup_ms));
     if let Some(key) = &args.curve_secret_key {
         broker = broker.curve_secret_key(key);
