@@ -41,8 +41,8 @@ pub const FRAME_MIN_BYTES: usize = 16 * 1024;
 /// `docs/protocol.md` 4.11): the reference server keeps outcomes this long for retries
 /// until the client's next request on the connection acknowledges them (or their time
 /// is up), and the reference client acknowledges every reply of this size. Shorter
-/// outcomes cost the server's retry memory little (a few dozen bytes), so neither side
-/// spends the work on them.
+/// outcomes cost the server's retry memory little (most results are a few bytes), so
+/// neither side spends the work on them.
 pub const ACK_MIN_BYTES: usize = 1024;
 
 /// A client's call, as it travels from client to broker.
