@@ -330,7 +330,7 @@ impl Recent {
             return;
         }
         let seq = self.front_seq + i as u64;
-        self.drop_heap(seq);
+        self.take_heap(seq);
         self.slots[i].stored = if body.len() <= INLINE {
             let mut bytes = [0; INLINE];
             bytes[..body.len()].copy_from_slice(body);
@@ -396,12 +396,8 @@ impl Recent {
         }
     }
 
-    /// Frees the outcome kept apart for slot `seq`, if any.
-    fn drop_heap(&mut self, seq: u64) {
-        self.take_heap(seq);
-    }
-
-    /// Takes the outcome kept apart for slot `seq` out of the books.
+    /// Takes the outcome kept apart for slot `seq`, if any, out of the books (dropping
+    /// what this returns frees it).
     fn take_heap(&mut self, seq: u64) -> Option<Kept> {
         let kept = self.heap.remove(&seq)?;
         self.bytes -= kept.body.len();
@@ -432,7 +428,7 @@ impl Recent {
             if slot.stored != Stored::Dead {
                 slot.stored = Stored::Dead;
                 self.live -= 1;
-                self.drop_heap(seq);
+                self.take_heap(seq);
             }
         }
     }
