@@ -11,13 +11,17 @@ use serde_json::{Map, Value};
 use crate::config::{self, Env};
 use crate::error::Error;
 use crate::protocol::{self, Reply, Request};
-use crate::transport::{self, Curve, TcpOptions};
+use crate::transport::{self, Curve, HandshakeWatch, TcpOptions, Watched};
 
 /// A connection to an RPC server (or standalone broker) that calls functions by name.
 ///
 /// Calls are synchronous. The client is `Send` but not `Sync`: it owns one socket, so
 /// use one client per thread. One thread can still keep many calls in flight on one
 /// client with [`RpcClient::submit`] and [`Pending::wait`] (no async runtime needed).
+///
+/// The clients of a process share one ZeroMQ context, as libzmq advises: each client
+/// costs a connection, not an I/O thread of its own (a second context starts only past
+/// 300 clients at once; a child process after `fork` gets its own).
 ///
 /// Each reply of [`protocol::ACK_MIN_BYTES`] or more is acknowledged on the client's
 /// next request (`docs/protocol.md` 4.11), so the server frees what it kept for a retry
@@ -44,10 +48,13 @@ pub struct RpcClient {
     /// This client's own CURVE key pair (public, secret), Z85.
     curve_keypair: Option<(String, String)>,
     problem: Option<Error>,
-    ctx: zmq::Context,
-    socket: RefCell<Option<zmq::Socket>>,
-    /// Handshake events of `socket`: a refused handshake fails the call at once.
-    watch: RefCell<Option<transport::HandshakeWatch>>,
+    /// The context this client shares with the process's others.
+    ctx: transport::ClientContext,
+    /// The connection, once there is one, with the watch on its handshakes: a
+    /// refused handshake fails the call at once.
+    conn: RefCell<Option<Watched>>,
+    /// Receives replies into buffers kept from one to the next.
+    reader: RefCell<transport::FrameReader>,
     next_id: Cell<u64>,
     /// Distinguishes this client's ids from an earlier client's replies on a reused port.
     id_prefix: String,
@@ -148,9 +155,9 @@ impl RpcClient {
             curve_server_key: env.curve_server_key,
             curve_keypair,
             problem,
-            ctx: zmq::Context::new(),
-            socket: RefCell::new(None),
-            watch: RefCell::new(None),
+            ctx: transport::client_context(),
+            conn: RefCell::new(None),
+            reader: RefCell::new(transport::FrameReader::default()),
             next_id: Cell::new(1),
             id_prefix: format!("{:016x}", fastrand::u64(..)),
             inflight: RefCell::new(HashMap::new()),
@@ -197,7 +204,7 @@ impl RpcClient {
     /// `ZMQ_RPC_CURVE_SERVER_KEY`, or plain TCP when that is unset.
     pub fn curve_server_key(mut self, public_z85: impl Into<String>) -> Self {
         self.curve_server_key = Some(public_z85.into());
-        *self.socket.get_mut() = None;
+        *self.conn.get_mut() = None;
         self
     }
 
@@ -210,7 +217,7 @@ impl RpcClient {
         secret_z85: impl Into<String>,
     ) -> Self {
         self.curve_keypair = Some((public_z85.into(), secret_z85.into()));
-        *self.socket.get_mut() = None;
+        *self.conn.get_mut() = None;
         self
     }
 
@@ -228,7 +235,7 @@ impl RpcClient {
     /// Largest reply accepted. Defaults to 4 MiB.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.tcp.max_message_size = bytes;
-        *self.socket.get_mut() = None;
+        *self.conn.get_mut() = None;
         self
     }
 
@@ -347,7 +354,7 @@ impl RpcClient {
 
     /// Forgets the socket (and with it every reply still due on it, and the
     /// acknowledgements that only mean something on it).
-    fn drop_socket(&self, slot: &mut Option<zmq::Socket>) {
+    fn drop_socket(&self, slot: &mut Option<Watched>) {
         *slot = None;
         self.generation.set(self.generation.get() + 1);
         self.acks.borrow_mut().clear();
@@ -387,16 +394,17 @@ impl RpcClient {
     /// before waiting; a synchronous call waits first (its reply cannot be there yet).
     fn receive(
         &self,
-        socket: &zmq::Socket,
+        conn: &Watched,
         wait: Duration,
         mut queued: bool,
     ) -> Result<Option<Reply>, Error> {
+        let socket = conn.socket();
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let flags = if queued {
                 zmq::DONTWAIT
-            } else if self.handshake_done()? {
+            } else if handshake_done(conn)? {
                 // The connection is up and accepted: block in the receive itself, as a
                 // REQ socket does (one wait on the socket's signal instead of a
                 // `zmq_poll` over the socket and its watch), reading the watch between
@@ -405,13 +413,14 @@ impl RpcClient {
                 socket.set_rcvtimeo(i32::try_from(slice).unwrap_or(i32::MAX))?;
                 0
             } else {
-                if self.wait_readable(socket, left)?? == 0 {
+                if wait_readable(conn, left)?? == 0 {
                     return Ok(None);
                 }
                 zmq::DONTWAIT
             };
-            let frames = match socket.recv_multipart(flags) {
-                Ok(frames) => frames,
+            let mut reader = self.reader.borrow_mut();
+            match reader.recv_with(socket, flags) {
+                Ok(()) => {}
                 Err(zmq::Error::EAGAIN) if queued => {
                     queued = false;
                     continue;
@@ -419,36 +428,22 @@ impl RpcClient {
                 Err(zmq::Error::EAGAIN) if flags == 0 && !left.is_zero() => continue,
                 Err(zmq::Error::EAGAIN) => return Ok(None),
                 Err(e) => return Err(e.into()),
-            };
-            let mut frames = frames.into_iter();
-            match (frames.next(), frames.next()) {
-                (Some(empty), Some(body)) if empty.is_empty() => {
-                    let data: Vec<Vec<u8>> = frames.collect();
-                    let size = body.len() + data.iter().map(Vec::len).sum::<usize>();
-                    let reply = protocol::decode_reply_frames(&body, data)?;
-                    self.note_ack(&reply.id, size);
-                    return Ok(Some(reply));
-                }
-                (first, body) => tracing::warn!(
-                    frames = usize::from(first.is_some()) + usize::from(body.is_some()),
-                    "ignoring a reply that is not [empty, body, data...]"
-                ),
             }
+            let count = reader.frames().len();
+            if count < 2 || !reader.frames()[0].is_empty() {
+                tracing::warn!(
+                    frames = count,
+                    "ignoring a reply that is not [empty, body, data...]"
+                );
+                continue;
+            }
+            let data: Vec<Vec<u8>> = (2..count).map(|i| reader.take(i)).collect();
+            let body = &reader.frames()[1];
+            let size = body.len() + data.iter().map(Vec::len).sum::<usize>();
+            let reply = protocol::decode_reply_frames(body, data)?;
+            self.note_ack(&reply.id, size);
+            return Ok(Some(reply));
         }
-    }
-
-    /// Reads the handshake watch: `Ok(true)` when the connection is up and accepted
-    /// (or needs no watch), `Err` when the server refused it.
-    fn handshake_done(&self) -> Result<bool, Error> {
-        let mut guard = self.watch.borrow_mut();
-        let Some(watch) = guard.as_mut() else {
-            return Ok(true);
-        };
-        if let Some(why) = watch.refusal() {
-            *guard = None;
-            return Err(Error::Permission(why));
-        }
-        Ok(watch.is_established())
     }
 
     /// The frames that carry `request` on a DEALER: the empty delimiter, the body, and
@@ -467,18 +462,21 @@ impl RpcClient {
     /// Sends `request` once (with the acknowledgements due on the socket) and waits up
     /// to `wait` for its reply.
     fn attempt(&self, request: &mut Request, wait: Duration) -> Attempt {
-        let mut slot = self.socket.borrow_mut();
+        let mut slot = self.conn.borrow_mut();
         if slot.is_none() {
             match self.connect() {
-                Ok(s) => *slot = Some(s),
+                Ok(c) => *slot = Some(c),
                 Err(e) => return Attempt::Failed(e),
             }
         }
-        let Some(socket) = slot.as_ref() else {
+        let Some(conn) = slot.as_ref() else {
             return Attempt::Failed(Error::Transport("no socket".into()));
         };
         request.ack = self.take_acks();
-        if let Err(e) = socket.send_multipart(self.frames_of(request), zmq::DONTWAIT) {
+        if let Err(e) = conn
+            .socket()
+            .send_multipart(self.frames_of(request), zmq::DONTWAIT)
+        {
             self.drop_socket(&mut slot);
             return Attempt::NoReply(Error::Transport(format!(
                 "cannot send to {}: {e}",
@@ -488,7 +486,7 @@ impl RpcClient {
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.receive(socket, left, false) {
+            match self.receive(conn, left, false) {
                 Err(refused @ Error::Permission(_)) => {
                     // Refused at the handshake: the next attempt needs a fresh socket.
                     self.drop_socket(&mut slot);
@@ -565,15 +563,24 @@ impl RpcClient {
             accept_frames: self.data_frames,
             ack: Vec::new(),
         };
-        let mut slot = self.socket.borrow_mut();
+        let mut slot = self.conn.borrow_mut();
+        // A refused connection stays refused: try a fresh one (the server's allow-list
+        // may have changed since).
+        if slot
+            .as_ref()
+            .and_then(Watched::watch)
+            .is_some_and(HandshakeWatch::is_refused)
+        {
+            self.drop_socket(&mut slot);
+        }
         if slot.is_none() {
             *slot = Some(self.connect()?);
         }
-        let Some(socket) = slot.as_ref() else {
+        let Some(conn) = slot.as_ref() else {
             return Err(Error::Transport("no socket".into()));
         };
         request.ack = self.take_acks();
-        socket
+        conn.socket()
             .send_multipart(self.frames_of(&request), zmq::DONTWAIT)
             .map_err(|e| Error::Transport(format!("cannot send to {}: {e}", self.endpoint)))?;
         self.inflight.borrow_mut().insert(id.clone(), None);
@@ -602,7 +609,7 @@ impl RpcClient {
         self.call(protocol::BUILTIN_LIST, ())
     }
 
-    fn connect(&self) -> Result<zmq::Socket, Error> {
+    fn connect(&self) -> Result<Watched, Error> {
         transport::require_safe_libzmq()?;
         let mut tcp = self.tcp.clone();
         if let Some(key) = &self.curve_server_key {
@@ -610,40 +617,52 @@ impl RpcClient {
             tcp.curve =
                 Curve::client_with_keys(key, own.map(|p| p.0.as_str()), own.map(|p| p.1.as_str()))?;
         }
-        let (socket, watch) = transport::connect_client_watched(&self.ctx, &self.endpoint, &tcp)?;
-        *self.watch.borrow_mut() = watch;
-        Ok(socket)
+        transport::connect_client_watched(self.ctx.get(), &self.endpoint, &tcp)
     }
+}
 
-    /// Waits up to `wait` for `socket` to be readable, like `socket.poll`. `Err` when
-    /// the server refused the security handshake meanwhile (wrong or unlisted key, or
-    /// CURVE on one side only): no reply will ever come, so the call fails at once.
-    fn wait_readable(
-        &self,
-        socket: &zmq::Socket,
-        wait: Duration,
-    ) -> Result<zmq::Result<i32>, Error> {
-        let mut guard = self.watch.borrow_mut();
-        let Some(watch) = guard.as_mut() else {
-            return Ok(socket.poll(zmq::POLLIN, wait.as_millis() as i64));
-        };
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Some(why) = watch.refusal() {
-                *guard = None;
-                return Err(Error::Permission(why));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut items = [
-                socket.as_poll_item(zmq::POLLIN),
-                watch.socket().as_poll_item(zmq::POLLIN),
-            ];
-            match zmq::poll(&mut items, left.as_millis() as i64) {
-                Err(e) => return Ok(Err(e)),
-                Ok(_) if items[0].is_readable() => return Ok(Ok(1)),
-                Ok(_) if items[1].is_readable() => continue,
-                Ok(_) => return Ok(Ok(0)),
-            }
+/// Reads the handshake watch of `conn`: `Ok(true)` when the connection is up and
+/// accepted (or needs no watch), `Err` when the server refused it.
+fn handshake_done(conn: &Watched) -> Result<bool, Error> {
+    let Some(watch) = conn.watch() else {
+        return Ok(true);
+    };
+    // Up and accepted when last read: a refusal can only follow a reconnect, and
+    // between the slices of a wait it is noticed within WATCH_SLICE anyway; so the
+    // events are read at most that often, not at every call (each read costs a
+    // syscall).
+    if watch.is_established() && watch.read_within(WATCH_SLICE) {
+        return Ok(true);
+    }
+    if let Some(why) = watch.refusal() {
+        return Err(Error::Permission(why));
+    }
+    Ok(watch.is_established())
+}
+
+/// Waits up to `wait` for the socket of `conn` to be readable, like `socket.poll`.
+/// `Err` when the server refused the security handshake meanwhile (wrong or unlisted
+/// key, or CURVE on one side only): no reply will ever come, so the call fails at once.
+fn wait_readable(conn: &Watched, wait: Duration) -> Result<zmq::Result<i32>, Error> {
+    let socket = conn.socket();
+    let Some(watch) = conn.watch() else {
+        return Ok(socket.poll(zmq::POLLIN, wait.as_millis() as i64));
+    };
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(why) = watch.refusal() {
+            return Err(Error::Permission(why));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut items = [
+            socket.as_poll_item(zmq::POLLIN),
+            watch.socket().as_poll_item(zmq::POLLIN),
+        ];
+        match zmq::poll(&mut items, left.as_millis() as i64) {
+            Err(e) => return Ok(Err(e)),
+            Ok(_) if items[0].is_readable() => return Ok(Ok(1)),
+            Ok(_) if items[1].is_readable() => continue,
+            Ok(_) => return Ok(Ok(0)),
         }
     }
 }
@@ -718,8 +737,8 @@ impl Pending<'_> {
             {
                 return outcome;
             }
-            let slot = client.socket.borrow();
-            let socket = match slot.as_ref() {
+            let slot = client.conn.borrow();
+            let conn = match slot.as_ref() {
                 Some(s) if client.generation.get() == self.generation => s,
                 _ => {
                     return Err(Error::Transport(format!(
@@ -729,7 +748,7 @@ impl Pending<'_> {
                 }
             };
             let left = self.deadline.saturating_duration_since(Instant::now());
-            match client.receive(socket, left, true)? {
+            match client.receive(conn, left, true)? {
                 None => {
                     return Err(Error::Timeout(format!(
                         "no reply from {} within {} ms",

@@ -4,8 +4,10 @@
 //! maximum message size, `ROUTER_MANDATORY`, CURVE. Callers get a ready socket and own
 //! it on one thread.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 
@@ -21,6 +23,66 @@ const BROKER_HWM: i32 = 10_000;
 /// Reconnect backoff of connecting sockets (libzmq doubles up to the max).
 const RECONNECT_IVL: Duration = Duration::from_millis(100);
 const RECONNECT_IVL_MAX: Duration = Duration::from_millis(2_000);
+
+/// Clients that one shared context serves at most: libzmq allows 1,023 sockets per
+/// context, and a client opens up to three (its DEALER and the two ends of its
+/// handshake monitor).
+const CLIENTS_PER_CONTEXT: usize = 300;
+
+/// A client's share of the process's ZeroMQ context (see [`client_context`]).
+pub(crate) struct ClientContext {
+    ctx: zmq::Context,
+    users: Arc<AtomicUsize>,
+}
+
+impl ClientContext {
+    pub(crate) fn get(&self) -> &zmq::Context {
+        &self.ctx
+    }
+}
+
+impl Drop for ClientContext {
+    fn drop(&mut self) {
+        self.users.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The ZeroMQ context for a new client. The clients of a process share one, as libzmq
+/// advises (one context per process): one I/O thread serves all their connections,
+/// instead of a thread per client, so a program with many clients wakes fewer threads
+/// per call. A second context is made only when the first serves
+/// [`CLIENTS_PER_CONTEXT`] clients at once.
+///
+/// Shared contexts are never terminated (client sockets linger 0, so a closed one
+/// leaves nothing behind). A child made by `fork` makes contexts of its own: the
+/// parent's I/O threads do not exist there, so its contexts are left alone, not
+/// terminated (that would wait forever).
+pub(crate) fn client_context() -> ClientContext {
+    type Shared = (u32, Vec<(zmq::Context, Arc<AtomicUsize>)>);
+    static SHARED: Mutex<Shared> = Mutex::new((0, Vec::new()));
+    let pid = std::process::id();
+    let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    if shared.0 != pid {
+        shared.0 = pid;
+        for inherited in shared.1.drain(..) {
+            std::mem::forget(inherited);
+        }
+    }
+    let free = shared
+        .1
+        .iter()
+        .find(|(_, users)| users.load(Ordering::Relaxed) < CLIENTS_PER_CONTEXT);
+    let (ctx, users) = match free {
+        Some((ctx, users)) => (ctx.clone(), Arc::clone(users)),
+        None => {
+            let made = (zmq::Context::new(), Arc::new(AtomicUsize::new(0)));
+            shared.1.push((made.0.clone(), Arc::clone(&made.1)));
+            made
+        }
+    };
+    users.fetch_add(1, Ordering::Relaxed);
+    ClientContext { ctx, users }
+}
 
 /// Whether a socket encrypts with CURVE, and in which role.
 #[derive(Clone, Default)]
@@ -341,7 +403,7 @@ pub(crate) fn connect_worker_watched(
     ctx: &zmq::Context,
     endpoint: &str,
     opts: &TcpOptions,
-) -> Result<(zmq::Socket, Option<HandshakeWatch>), Error> {
+) -> Result<Watched, Error> {
     let socket = worker_socket(ctx, endpoint, opts)?;
     watch_and_connect(ctx, socket, endpoint, opts)
 }
@@ -351,7 +413,7 @@ pub(crate) fn connect_client_watched(
     ctx: &zmq::Context,
     endpoint: &str,
     opts: &TcpOptions,
-) -> Result<(zmq::Socket, Option<HandshakeWatch>), Error> {
+) -> Result<Watched, Error> {
     let socket = client_socket(ctx, opts)?;
     watch_and_connect(ctx, socket, endpoint, opts)
 }
@@ -361,15 +423,17 @@ fn watch_and_connect(
     socket: zmq::Socket,
     endpoint: &str,
     opts: &TcpOptions,
-) -> Result<(zmq::Socket, Option<HandshakeWatch>), Error> {
+) -> Result<Watched, Error> {
     // The watch must be in place before the connect, or the first handshake goes unseen.
     let watch = if endpoint.starts_with("tcp://") {
         Some(HandshakeWatch::new(ctx, &socket, opts.curve.is_on())?)
     } else {
         None
     };
-    connect(&socket, endpoint)?;
-    Ok((socket, watch))
+    // From here on, dropping the pair switches the monitor off first.
+    let watched = Watched { socket, watch };
+    connect(&watched.socket, endpoint)?;
+    Ok(watched)
 }
 
 /// The REP socket of a ZAP handler (RFC 27), bound where libzmq looks for it in `ctx`.
@@ -386,17 +450,59 @@ pub(crate) fn bind_zap(ctx: &zmq::Context) -> Result<zmq::Socket, Error> {
     Ok(s)
 }
 
+/// A connecting socket and the watch on its handshakes (`tcp://` endpoints only).
+///
+/// Dropping it switches the socket's monitor off before the socket closes, and closes
+/// the watch after it. libzmq's I/O thread sends monitor events with a blocking send: an
+/// event for a socket whose watch has gone (the server dropping the connection while
+/// the closed socket still winds down, say) would block that thread for good, and with
+/// it every socket of the context, which all the clients of a process share
+/// ([`client_context`]).
+pub(crate) struct Watched {
+    socket: zmq::Socket,
+    watch: Option<HandshakeWatch>,
+}
+
+impl Watched {
+    pub(crate) fn socket(&self) -> &zmq::Socket {
+        &self.socket
+    }
+
+    pub(crate) fn watch(&self) -> Option<&HandshakeWatch> {
+        self.watch.as_ref()
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if self.watch.is_some() {
+            // A monitor for no events sends none: starting one (on a fresh endpoint)
+            // closes the watched monitor at once, under libzmq's monitor lock.
+            if let Err(e) = self.socket.monitor(&unique_inproc("monitor-off"), 0) {
+                tracing::debug!(error = %e, "cannot switch a socket's monitor off");
+            }
+        }
+        // The fields drop in order: the socket, then the watch.
+    }
+}
+
 /// Watches the handshakes of one connecting socket, so that a server's refusal becomes
 /// an error at once instead of a silent wait for a reply that never comes.
 ///
 /// libzmq reports handshake outcomes as socket monitor events on an `inproc` PAIR.
+/// The watch is read through `&self` (its state is in cells), so a socket and its
+/// watch can be borrowed together.
 pub(crate) struct HandshakeWatch {
     events: zmq::Socket,
     curve: bool,
     /// Disconnects in a row without a completed handshake (CURVE only).
-    unfinished: u32,
+    unfinished: Cell<u32>,
     /// The last event was a completed handshake: the connection is up and accepted.
-    established: bool,
+    established: Cell<bool>,
+    /// When the events were last read.
+    read_at: Cell<Option<Instant>>,
+    /// Why the server refused us, once it has: it stays refused.
+    refused: RefCell<Option<String>>,
 }
 
 /// Disconnects during the CURVE handshake, in a row, that count as a refusal: a CURVE
@@ -406,11 +512,7 @@ const UNFINISHED_HANDSHAKES: u32 = 2;
 
 impl HandshakeWatch {
     /// Starts watching `socket` (before it connects).
-    pub(crate) fn new(
-        ctx: &zmq::Context,
-        socket: &zmq::Socket,
-        curve: bool,
-    ) -> Result<HandshakeWatch, Error> {
+    fn new(ctx: &zmq::Context, socket: &zmq::Socket, curve: bool) -> Result<HandshakeWatch, Error> {
         let name = unique_inproc("monitor");
         let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
             | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
@@ -420,12 +522,18 @@ impl HandshakeWatch {
         socket.monitor(&name, events)?;
         let pair = ctx.socket(zmq::PAIR)?;
         pair.set_linger(0)?;
+        // No high-water mark: the I/O thread must never block on an event nobody has
+        // read yet (an idle client reads none). Events are few: a handful per
+        // connection.
+        pair.set_rcvhwm(0)?;
         pair.connect(&name)?;
         Ok(HandshakeWatch {
             events: pair,
             curve,
-            unfinished: 0,
-            established: false,
+            unfinished: Cell::new(0),
+            established: Cell::new(false),
+            read_at: Cell::new(None),
+            refused: RefCell::new(None),
         })
     }
 
@@ -434,14 +542,29 @@ impl HandshakeWatch {
         &self.events
     }
 
+    /// Whether the events were read less than `span` ago.
+    pub(crate) fn read_within(&self, span: Duration) -> bool {
+        self.read_at.get().is_some_and(|at| at.elapsed() < span)
+    }
+
+    /// Whether the server has refused us (as last read).
+    pub(crate) fn is_refused(&self) -> bool {
+        self.refused.borrow().is_some()
+    }
+
     /// Whether the connection was up and accepted when the events were last read
     /// ([`HandshakeWatch::refusal`]). A refusal can then only follow a disconnect.
     pub(crate) fn is_established(&self) -> bool {
-        self.established
+        self.established.get()
     }
 
-    /// Reads the pending events; `Some(why)` when the server refused us.
-    pub(crate) fn refusal(&mut self) -> Option<String> {
+    /// Reads the pending events; `Some(why)` when the server has refused us (then and
+    /// every time after).
+    pub(crate) fn refusal(&self) -> Option<String> {
+        if let Some(why) = self.refused.borrow().as_ref() {
+            return Some(why.clone());
+        }
+        self.read_at.set(Some(Instant::now()));
         while let Ok(frames) = self.events.recv_multipart(zmq::DONTWAIT) {
             let Some(head) = frames.first().filter(|f| f.len() >= 6) else {
                 continue;
@@ -449,22 +572,23 @@ impl HandshakeWatch {
             let event = u16::from_le_bytes([head[0], head[1]]);
             let value = u32::from_le_bytes([head[2], head[3], head[4], head[5]]);
             if let Some(why) = self.classify(event, value) {
+                *self.refused.borrow_mut() = Some(why.clone());
                 return Some(why);
             }
         }
         None
     }
 
-    fn classify(&mut self, event: u16, value: u32) -> Option<String> {
+    fn classify(&self, event: u16, value: u32) -> Option<String> {
         use zmq::SocketEvent as E;
         match zmq::SocketEvent::from_raw(event) {
             E::HANDSHAKE_SUCCEEDED => {
-                self.unfinished = 0;
-                self.established = true;
+                self.unfinished.set(0);
+                self.established.set(true);
                 None
             }
             E::DISCONNECTED if !self.curve => {
-                self.established = false;
+                self.established.set(false);
                 None
             }
             E::HANDSHAKE_FAILED_AUTH => Some(format!(
@@ -480,9 +604,9 @@ impl HandshakeWatch {
                 .into(),
             ),
             E::DISCONNECTED if self.curve => {
-                self.established = false;
-                self.unfinished += 1;
-                (self.unfinished >= UNFINISHED_HANDSHAKES).then(|| {
+                self.established.set(false);
+                self.unfinished.set(self.unfinished.get() + 1);
+                (self.unfinished.get() >= UNFINISHED_HANDSHAKES).then(|| {
                     "the server closed the connection during the CURVE handshake \
                      (is ZMQ_RPC_CURVE_SERVER_KEY the server's public key?)"
                         .into()
@@ -594,12 +718,19 @@ impl FrameReader {
     /// Receives the next whole message without blocking; `false` when none is ready (or
     /// the socket failed mid-message, as `recv_multipart` would report).
     pub(crate) fn recv(&mut self, socket: &zmq::Socket) -> bool {
+        self.recv_with(socket, zmq::DONTWAIT).is_ok()
+    }
+
+    /// Receives the next whole message with `flags` (as `recv_multipart` does: a
+    /// blocking receive waits up to the socket's receive timeout for the first part;
+    /// the others have arrived with it).
+    pub(crate) fn recv_with(&mut self, socket: &zmq::Socket, flags: i32) -> zmq::Result<()> {
         self.release_large();
         self.len = 0;
         loop {
-            if socket.recv(&mut self.part, zmq::DONTWAIT).is_err() {
+            if let Err(e) = socket.recv(&mut self.part, flags) {
                 self.len = 0;
-                return false;
+                return Err(e);
             }
             if self.frames.len() == self.len {
                 self.frames.push(Vec::new());
@@ -615,7 +746,7 @@ impl FrameReader {
                 self.part = zmq::Message::new();
             }
             if !more {
-                return true;
+                return Ok(());
             }
         }
     }
@@ -655,6 +786,25 @@ mod tests {
         assert!(Curve::client_with_keys("too short", None, None).is_err());
         assert!(Curve::client_with_keys(&public, Some(&public), None).is_err());
         assert!(Curve::client_with_keys(&public, Some(&public), Some(&secret)).is_ok());
+    }
+
+    #[test]
+    fn a_shared_context_serves_a_bounded_number_of_clients() {
+        let taken: Vec<ClientContext> = (0..=2 * CLIENTS_PER_CONTEXT)
+            .map(|_| client_context())
+            .collect();
+        let mut per_context = std::collections::HashMap::new();
+        for c in &taken {
+            *per_context.entry(Arc::as_ptr(&c.users)).or_insert(0) += 1;
+            assert!(c.users.load(Ordering::Relaxed) <= CLIENTS_PER_CONTEXT);
+        }
+        assert!(per_context.len() >= 3, "{per_context:?}");
+        assert!(per_context.values().all(|&n| n <= CLIENTS_PER_CONTEXT));
+        // A client that goes frees its place.
+        let users = Arc::clone(&taken[0].users);
+        let before = users.load(Ordering::Relaxed);
+        drop(taken);
+        assert!(users.load(Ordering::Relaxed) < before);
     }
 
     #[test]

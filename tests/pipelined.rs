@@ -57,9 +57,10 @@ fn timeouts_and_errors_stay_with_their_own_call() {
         let slow = client.submit("mul", (3, 4)).expect("submit mul");
         let unknown = client.submit("nope", ()).expect("submit nope");
         let add = client.submit("add", (5, 7)).expect("submit add");
+        let got = unknown.wait();
         assert!(
-            matches!(unknown.wait(), Err(Error::Name(_))),
-            "an unknown function is a NameError"
+            matches!(got, Err(Error::Name(_))),
+            "an unknown function is a NameError: {got:?}"
         );
         assert!(
             matches!(slow.wait(), Err(Error::Timeout(_))),

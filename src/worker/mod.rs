@@ -325,7 +325,7 @@ pub(crate) fn spawn(
     let refused = Arc::new(Mutex::new(None));
     let replies_name = transport::unique_inproc("replies");
     let replies = transport::bind_pull(ctx, &replies_name)?;
-    let (dealer, watch) = transport::connect_worker_watched(ctx, endpoint, &setup.tcp)?;
+    let dealer = transport::connect_worker_watched(ctx, endpoint, &setup.tcp)?;
     let registry = Arc::new(setup.registry.clone());
     let mut executors = Vec::with_capacity(setup.threads);
     for index in 0..setup.threads {
@@ -341,7 +341,6 @@ pub(crate) fn spawn(
     let (senders, threads): (Vec<_>, Vec<_>) = executors.into_iter().unzip();
     let channels = Channels {
         dealer,
-        watch,
         refused: Arc::clone(&refused),
         replies,
     };
@@ -356,9 +355,8 @@ pub(crate) fn spawn(
 /// The sockets a socket thread owns besides its control pipe, and where it reports a
 /// refusal.
 struct Channels {
-    dealer: zmq::Socket,
-    /// Handshake events of `dealer` (TCP only).
-    watch: Option<transport::HandshakeWatch>,
+    /// The DEALER to the broker, with the watch on its handshakes (TCP only).
+    dealer: transport::Watched,
     refused: Arc<Mutex<Option<Error>>>,
     /// The executors' replies.
     replies: zmq::Socket,
@@ -383,7 +381,6 @@ fn spawn_loop(
             setup,
             dealer: channels.dealer,
             from_broker: transport::FrameReader::default(),
-            watch: channels.watch,
             refused: channels.refused,
             replies: channels.replies,
             control,
@@ -439,11 +436,11 @@ struct SocketLoop {
     ctx: zmq::Context,
     endpoint: String,
     setup: Setup,
-    dealer: zmq::Socket,
+    /// The DEALER to the broker, with the watch on its handshakes (TCP only): a refused
+    /// handshake stops the worker.
+    dealer: transport::Watched,
     /// Receives broker messages into buffers kept from one message to the next.
     from_broker: transport::FrameReader,
-    /// Handshake events of `dealer` (TCP only): a refused handshake stops the worker.
-    watch: Option<transport::HandshakeWatch>,
     /// Where a refusal is reported to the handle.
     refused: Arc<Mutex<Option<Error>>>,
     /// The executors' replies.
@@ -470,7 +467,7 @@ struct SocketLoop {
 impl SocketLoop {
     fn send(&self, msg: &WorkerMessage) {
         if let Err(e) = transport::send_frames(
-            &self.dealer,
+            self.dealer.socket(),
             protocol::encode_worker_message(msg),
             zmq::DONTWAIT,
         ) {
@@ -511,9 +508,9 @@ impl SocketLoop {
             let timeout = wake.saturating_duration_since(now).as_millis() as i64;
             let mut items = Vec::with_capacity(4);
             items.push(self.control.as_poll_item(zmq::POLLIN));
-            items.push(self.dealer.as_poll_item(zmq::POLLIN));
+            items.push(self.dealer.socket().as_poll_item(zmq::POLLIN));
             items.push(self.replies.as_poll_item(zmq::POLLIN));
-            if let Some(watch) = &self.watch {
+            if let Some(watch) = self.dealer.watch() {
                 items.push(watch.socket().as_poll_item(zmq::POLLIN));
             }
             if let Err(e) = zmq::poll(&mut items, timeout.max(1)) {
@@ -528,7 +525,11 @@ impl SocketLoop {
             );
             drop(items);
             if handshake {
-                if let Some(why) = self.watch.as_mut().and_then(|w| w.refusal()) {
+                if let Some(why) = self
+                    .dealer
+                    .watch()
+                    .and_then(transport::HandshakeWatch::refusal)
+                {
                     self.refuse(why);
                 }
             }
@@ -569,7 +570,7 @@ impl SocketLoop {
         tracing::error!(endpoint = %self.endpoint, reason = %why, "the broker refused this worker; stopping");
         // Nothing queued for this broker will be taken: do not linger over it when the
         // socket closes (a refused worker should stop at once).
-        let _ = self.dealer.set_linger(0);
+        let _ = self.dealer.socket().set_linger(0);
         if let Ok(mut slot) = self.refused.lock() {
             slot.get_or_insert(Error::Permission(why));
         }
@@ -600,7 +601,7 @@ impl SocketLoop {
                     continue;
                 }
             }
-            if let Err(e) = transport::send_frames(&self.dealer, frames, zmq::DONTWAIT) {
+            if let Err(e) = transport::send_frames(self.dealer.socket(), frames, zmq::DONTWAIT) {
                 tracing::warn!(error = %e, "cannot send a reply to the broker");
             }
             self.start_backlog();
@@ -633,7 +634,7 @@ impl SocketLoop {
     }
 
     fn handle_broker_messages(&mut self) {
-        while self.from_broker.recv(&self.dealer) {
+        while self.from_broker.recv(self.dealer.socket()) {
             let now = Instant::now();
             self.broker_expires =
                 now + self.setup.heartbeat_interval * self.setup.heartbeat_liveness;
@@ -687,9 +688,8 @@ impl SocketLoop {
             return false;
         }
         match transport::connect_worker_watched(&self.ctx, &self.endpoint, &self.setup.tcp) {
-            Ok((dealer, watch)) => {
+            Ok(dealer) => {
                 self.dealer = dealer;
-                self.watch = watch;
                 self.connection += 1;
                 // Requests of the earlier connection that never started: that broker
                 // is gone or has answered them already.

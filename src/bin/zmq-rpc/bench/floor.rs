@@ -182,15 +182,17 @@ pub(crate) fn latency(
     Ok(Latency::of(samples))
 }
 
-/// The W2 shape on the blind proxy: `clients` threads, each its own context and REQ.
+/// The W2 shape on the blind proxy: `clients` threads, each with its own REQ socket.
 pub(crate) fn throughput(
     port: u16,
     msg: &[u8],
     clients: usize,
     duration: Duration,
 ) -> Result<Throughput, Error> {
+    // One context for all the clients, as `RpcClient`s share theirs (one per process,
+    // as libzmq advises).
+    let ctx = zmq::Context::new();
     super::run_clients(clients, duration, |_| {
-        let ctx = zmq::Context::new();
         let s = req(&ctx, port)?;
         let msg = msg.to_vec();
         Ok(move || round_trip(&s, &msg))
