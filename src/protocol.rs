@@ -635,7 +635,15 @@ pub fn decode_reply(frame: &[u8]) -> Result<Reply, Error> {
 ///
 /// # Errors
 /// [`Error::Protocol`] when the frames are not a reply.
-pub fn decode_reply_frames(body: &[u8], mut data: Vec<Vec<u8>>) -> Result<Reply, Error> {
+pub fn decode_reply_frames(body: &[u8], data: Vec<Vec<u8>>) -> Result<Reply, Error> {
+    match quick_result(body) {
+        Some(reply) if data.is_empty() => Ok(reply),
+        _ => decode_reply_in_full(body, data),
+    }
+}
+
+/// [`decode_reply_frames`] for any frames, through a map of the body.
+fn decode_reply_in_full(body: &[u8], mut data: Vec<Vec<u8>>) -> Result<Reply, Error> {
     let mut map = parse_object(body, "reply")?;
     let outcome = match map.get("result_frame") {
         None | Some(Value::Null) if data.is_empty() => outcome_from_map(&mut map)?,
@@ -667,6 +675,45 @@ pub fn decode_reply_frames(body: &[u8], mut data: Vec<Vec<u8>>) -> Result<Reply,
         id: map.get("id").cloned().unwrap_or(Value::Null),
         outcome,
     })
+}
+
+/// The common reply, `{"id": ..., "result": ...}` and nothing else, read without
+/// building a map of it; `None` for any other frame, which the full decoder then reads
+/// (and reports with its exact error). Both read with the same parser, so what this
+/// accepts the full decoder accepts with the same values.
+fn quick_result(body: &[u8]) -> Option<Reply> {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+
+    struct Quick;
+    impl<'de> Visitor<'de> for Quick {
+        type Value = Option<Reply>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a reply object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let (mut id, mut result) = (None, None);
+            while let Some(key) = map.next_key::<&'de str>()? {
+                match key {
+                    "id" if id.is_none() => id = Some(map.next_value::<Value>()?),
+                    "result" if result.is_none() => result = Some(map.next_value::<Value>()?),
+                    // Anything else (a repeated key too) is for the full decoder; the
+                    // unread rest makes the parse fail, which is fine here.
+                    _ => return Ok(None),
+                }
+            }
+            Ok(id.zip(result).map(|(id, result)| Reply {
+                id,
+                outcome: Ok(result),
+            }))
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let reply = de.deserialize_map(Quick).ok()??;
+    de.end().ok()?;
+    Some(reply)
 }
 
 /// The introspection entry for one function, as `list_functions` returns it (less
@@ -989,8 +1036,70 @@ impl<'de> serde::de::Visitor<'de> for Valid {
     }
 }
 
-type RawFields<'a> =
-    std::collections::HashMap<std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue>;
+/// The top-level fields of a JSON object, each as its JSON text, in their order. A
+/// message has a handful, so a lookup is a short scan (no hashing, and names without
+/// escapes are borrowed from the text, not copied).
+struct RawFields<'a>(Vec<(FieldName<'a>, &'a serde_json::value::RawValue)>);
+
+impl<'a> RawFields<'a> {
+    /// The field `name`: of duplicate keys the last, as in a `Value`.
+    fn get(&self, name: &str) -> Option<&'a serde_json::value::RawValue> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(key, _)| key.0 == name)
+            .map(|&(_, value)| value)
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RawFields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = RawFields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawFields<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(8);
+                while let Some(name) = map.next_key::<FieldName<'de>>()? {
+                    fields.push((name, map.next_value()?));
+                }
+                Ok(RawFields(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// An object's key: borrowed from the text unless it has escapes.
+struct FieldName<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl<'de> serde::de::Visitor<'de> for Name {
+            type Value = FieldName<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(name.into()))
+            }
+            fn visit_str<E>(self, name: &str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(name.to_owned().into()))
+            }
+        }
+        d.deserialize_str(Name)
+    }
+}
 
 /// The top-level fields of a JSON object, each as its JSON text (the last of duplicate
 /// keys, as in a `Value`); `None` when `text` would not parse into a `Value` object.
@@ -1901,6 +2010,53 @@ mod tests {
         }
         same_worker_reply(&[WORKER_PROTOCOL.to_vec(), CMD_REPLY.to_vec(), b"1".to_vec()]);
         same_worker_reply(&[WORKER_PROTOCOL.to_vec(), CMD_HEARTBEAT.to_vec()]);
+    }
+
+    /// The quick reply reader takes only what the full decoder reads the same way.
+    fn same_reply(body: &[u8]) -> bool {
+        let Some(quick) = quick_result(body) else {
+            return false;
+        };
+        match decode_reply_in_full(body, Vec::new()) {
+            Ok(full) => assert_eq!(quick, full, "{}", String::from_utf8_lossy(body)),
+            Err(e) => panic!("quick took what the full decoder refuses ({e}): {body:?}"),
+        }
+        true
+    }
+
+    #[test]
+    fn quick_reply_decoding_matches_the_full_decoder() {
+        let taken = [
+            r#"{"id":"5f3e9a01-7","result":12}"#,
+            r#"{"result":[1,"a\u0041",{"k":null}],"id":3}"#,
+            r#" { "id" : null , "result" : null } "#,
+            r#"{"id":"x","result":"\ud83d\ude00 \u00e9"}"#,
+        ];
+        for body in taken {
+            assert!(same_reply(body.as_bytes()), "not taken: {body}");
+        }
+        let others = [
+            r#"{"id":1,"result":1,"result":2}"#,
+            r#"{"id":1,"id":2,"result":1}"#,
+            r#"{"id":1,"r\u0065sult":1}"#,
+            r#"{"id":1,"result":1e400}"#,
+            r#"{"id":1,"result":2,"extra":true}"#,
+            r#"{"id":1,"error":{"type":"RuntimeError","message":"boom"}}"#,
+            r#"{"id":1,"result_frame":true}"#,
+            r#"{"result":1}"#,
+            r#"{"id":1,"result":1} x"#,
+            r#"[1]"#,
+        ];
+        for body in others {
+            assert!(!same_reply(body.as_bytes()), "taken: {body}");
+        }
+        let mut rng = fastrand::Rng::with_seed(11);
+        let mut taken_mutants = 0;
+        for i in 0..30_000 {
+            let seed = taken[i % taken.len()].as_bytes();
+            taken_mutants += usize::from(same_reply(&mutate(seed, &mut rng)));
+        }
+        assert!(taken_mutants > 1_000, "{taken_mutants} mutants taken");
     }
 
     #[test]
