@@ -37,6 +37,10 @@ const BATCH: usize = 256;
 /// (`docs/performance.md`).
 const SPIN: Duration = Duration::from_micros(50);
 
+/// How long after two or more calls last ran at once the broker does not spin: under
+/// load, the CPU a spin takes is what the other threads need.
+const CALM: Duration = Duration::from_millis(1);
+
 /// A standalone broker, as `zmq-rpc broker` runs it: clients connect to `port`, worker
 /// processes to `worker_port`.
 ///
@@ -486,6 +490,8 @@ impl Loop {
         // Set when asked to stop: from then on new requests are refused and the loop
         // runs until the running calls are answered or this instant passes.
         let mut stop_by: Option<Instant> = None;
+        // When two or more calls last ran at once.
+        let mut crowded_at = Instant::now();
         loop {
             let now = Instant::now();
             if let Some(end) = stop_by {
@@ -503,12 +509,17 @@ impl Loop {
             // With one call running, on the local pool and handed over just now, its reply
             // is likely the next event: wait for it on this CPU for a moment (SPIN)
             // rather than sleep, since a thread that sleeps costs a wake-up; unless a
-            // client's message comes meanwhile (under load, spinning would take CPU the
-            // other threads need). The sockets are still looked at, without waiting,
-            // before the reply is taken.
+            // client's message comes meanwhile, or calls have not been coming one at a
+            // time (CALM): under load, spinning takes CPU the other threads need. The
+            // sockets are still looked at, without waiting, before the reply is taken.
+            let running = self.dispatcher.running();
+            if running > 1 {
+                crowded_at = now;
+            }
             let frontend = &self.frontend;
             let client_waiting = || frontend.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
-            let spun = self.dispatcher.running() == 1
+            let spun = running == 1
+                && now.duration_since(crowded_at) >= CALM
                 && self
                     .local
                     .as_ref()
