@@ -55,6 +55,8 @@ pub struct RpcClient {
     conn: RefCell<Option<Watched>>,
     /// Receives replies into buffers kept from one to the next.
     reader: RefCell<transport::FrameReader>,
+    /// The body of the request being sent, kept for the next.
+    body: RefCell<Vec<u8>>,
     next_id: Cell<u64>,
     /// Distinguishes this client's ids from an earlier client's replies on a reused port.
     id_prefix: String,
@@ -91,6 +93,10 @@ enum Attempt {
 /// The longest a waiting call blocks in a receive before it reads the handshake watch
 /// again (see [`RpcClient::receive`]).
 const WATCH_SLICE: Duration = Duration::from_millis(100);
+
+/// A request body longer than this (large arguments sent inline) is handed to libzmq
+/// rather than copied, and its buffer not kept for the next request.
+const KEEP_BODY_UP_TO: usize = 64 * 1024;
 
 fn backoff(base: Duration, cap: Duration, retry: u32) -> Duration {
     let exp = base.saturating_mul(1u32 << retry.min(16)).min(cap);
@@ -158,6 +164,7 @@ impl RpcClient {
             ctx: transport::client_context(),
             conn: RefCell::new(None),
             reader: RefCell::new(transport::FrameReader::default()),
+            body: RefCell::new(Vec::new()),
             next_id: Cell::new(1),
             id_prefix: format!("{:016x}", fastrand::u64(..)),
             inflight: RefCell::new(HashMap::new()),
@@ -446,17 +453,26 @@ impl RpcClient {
         }
     }
 
-    /// The frames that carry `request` on a DEALER: the empty delimiter, the body, and
-    /// the data frames.
-    fn frames_of(&self, request: &Request) -> Vec<Vec<u8>> {
+    /// Sends `request` on a DEALER: the empty delimiter, the body (written into a buffer
+    /// kept from one request to the next, and copied into libzmq's message), and the
+    /// data frames (handed over).
+    fn send(&self, socket: &zmq::Socket, request: &Request) -> zmq::Result<()> {
         let min = if self.data_frames {
             protocol::FRAME_MIN_BYTES
         } else {
             usize::MAX
         };
-        let mut frames = vec![Vec::new()];
-        frames.extend(protocol::encode_request_frames(request, min));
-        frames
+        let mut body = self.body.borrow_mut();
+        let data = protocol::write_request_frames(request, min, &mut body);
+        let more = if data.is_empty() { 0 } else { zmq::SNDMORE };
+        socket.send(&[][..], zmq::DONTWAIT | zmq::SNDMORE)?;
+        if body.len() > KEEP_BODY_UP_TO {
+            // Large arguments sent inline: hand the buffer over rather than copy it.
+            socket.send(std::mem::take(&mut *body), zmq::DONTWAIT | more)?;
+        } else {
+            socket.send(&body[..], zmq::DONTWAIT | more)?;
+        }
+        transport::send_frames(socket, data, zmq::DONTWAIT)
     }
 
     /// Sends `request` once (with the acknowledgements due on the socket) and waits up
@@ -473,10 +489,7 @@ impl RpcClient {
             return Attempt::Failed(Error::Transport("no socket".into()));
         };
         request.ack = self.take_acks();
-        if let Err(e) = conn
-            .socket()
-            .send_multipart(self.frames_of(request), zmq::DONTWAIT)
-        {
+        if let Err(e) = self.send(conn.socket(), request) {
             self.drop_socket(&mut slot);
             return Attempt::NoReply(Error::Transport(format!(
                 "cannot send to {}: {e}",
@@ -580,8 +593,7 @@ impl RpcClient {
             return Err(Error::Transport("no socket".into()));
         };
         request.ack = self.take_acks();
-        conn.socket()
-            .send_multipart(self.frames_of(&request), zmq::DONTWAIT)
+        self.send(conn.socket(), &request)
             .map_err(|e| Error::Transport(format!("cannot send to {}: {e}", self.endpoint)))?;
         self.inflight.borrow_mut().insert(id.clone(), None);
         Ok(Pending {

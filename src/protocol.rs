@@ -444,33 +444,49 @@ fn is_scalar(v: &Value) -> bool {
 
 /// Encodes a client request frame (canonical form), every argument inline.
 pub fn encode_request(req: &Request) -> Vec<u8> {
-    write_request(req, &[])
+    let mut out = Vec::new();
+    write_request(req, &[], &mut out);
+    out
 }
 
 /// Encodes a client request with the top-level string arguments of at least
 /// `min_bytes` bytes in data frames (`docs/protocol.md` 4.10): the body frame, then one
 /// frame per such argument. Without such arguments, just [`encode_request`]'s frame.
 pub fn encode_request_frames(req: &Request, min_bytes: usize) -> Vec<Vec<u8>> {
+    let mut body = Vec::new();
+    let data = write_request_frames(req, min_bytes, &mut body);
+    std::iter::once(body).chain(data).collect()
+}
+
+/// [`encode_request_frames`] with the body written into `body` (cleared first, so a
+/// caller can keep one buffer for every request): returns the data frames.
+pub(crate) fn write_request_frames(
+    req: &Request,
+    min_bytes: usize,
+    body: &mut Vec<u8>,
+) -> Vec<Vec<u8>> {
     let long = |v: &Value| matches!(v, Value::String(s) if s.len() >= min_bytes);
     let positions: Vec<usize> = (0..req.args.len())
         .filter(|&i| long(&req.args[i]))
         .collect();
-    let mut frames = Vec::with_capacity(1 + positions.len());
-    frames.push(write_request(req, &positions));
-    for &p in &positions {
-        if let Value::String(s) = &req.args[p] {
-            frames.push(s.as_bytes().to_vec());
-        }
-    }
-    frames
+    body.clear();
+    write_request(req, &positions, body);
+    positions
+        .iter()
+        .filter_map(|&p| match &req.args[p] {
+            Value::String(s) => Some(s.as_bytes().to_vec()),
+            _ => None,
+        })
+        .collect()
 }
 
-/// The canonical body, with `null` in `args` at `positions` (listed in `frames`).
-fn write_request(req: &Request, positions: &[usize]) -> Vec<u8> {
+/// Appends the canonical body to `out`, with `null` in `args` at `positions` (listed in
+/// `frames`).
+fn write_request(req: &Request, positions: &[usize], out: &mut Vec<u8>) {
     use crate::json::{write_object, write_str, write_value};
     // The canonical form (fields in sorted order, absent ones left out), written with
     // the fast string writer: the arguments are what can be large.
-    let mut out = Vec::with_capacity(96 + req.password.len() + req.function.len());
+    out.reserve(160 + req.password.len() + req.function.len());
     out.push(b'{');
     if req.accept_frames {
         out.extend_from_slice(b"\"accept_frames\":true,");
@@ -481,7 +497,7 @@ fn write_request(req: &Request, positions: &[usize]) -> Vec<u8> {
             if i > 0 {
                 out.push(b',');
             }
-            write_value(&mut out, id);
+            write_value(out, id);
         }
         out.extend_from_slice(b"],");
     }
@@ -493,7 +509,7 @@ fn write_request(req: &Request, positions: &[usize]) -> Vec<u8> {
         if positions.contains(&i) {
             out.extend_from_slice(b"null");
         } else {
-            write_value(&mut out, v);
+            write_value(out, v);
         }
     }
     out.push(b']');
@@ -502,23 +518,23 @@ fn write_request(req: &Request, positions: &[usize]) -> Vec<u8> {
         out.extend_from_slice(&serde_json::to_vec(positions).unwrap_or_default());
     }
     out.extend_from_slice(b",\"function\":");
-    write_str(&mut out, &req.function);
+    write_str(out, &req.function);
     if let Some(id) = &req.id {
         out.extend_from_slice(b",\"id\":");
-        write_value(&mut out, id);
+        write_value(out, id);
     }
     if !req.kwargs.is_empty() {
         out.extend_from_slice(b",\"kwargs\":");
-        write_object(&mut out, &req.kwargs);
+        write_object(out, &req.kwargs);
     }
     out.extend_from_slice(b",\"password\":");
-    write_str(&mut out, &req.password);
+    write_str(out, &req.password);
     if let Some(ms) = req.timeout_ms {
         out.extend_from_slice(b",\"timeout_ms\":");
-        out.extend_from_slice(ms.to_string().as_bytes());
+        // Writing a number into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &ms);
     }
     out.push(b'}');
-    out
 }
 
 // Encoding goes through these borrowed views rather than a `Value` built from copies of
