@@ -3,8 +3,10 @@
 //!
 //! The broker thread puts a call on a queue that the pool's threads take from, and
 //! wakes a sleeping thread only when the queue holds more calls than there are awake
-//! threads free to take them. A thread running a call never counts as free, however
-//! short the call, so a call never waits for a running one to end. A thread that
+//! threads free to take them and no wake-up is on its way; a woken thread passes the
+//! wake-up on when it takes a call and more are waiting, so a burst costs the broker one
+//! futex call. A thread running a call never counts as free, however short the call,
+//! so a call never waits for a running one to end. A thread that
 //! finishes a call puts the reply in the broker's inbox and writes an eventfd, which the
 //! broker polls beside its sockets, only when the inbox was empty. So under load a
 //! finished thread finds its next call already queued, and the broker collects several
@@ -100,9 +102,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+impl Calls {
+    /// Gives a sleeping thread a wake-up if the queue holds more calls than there are
+    /// awake threads free to take them, and no wake-up is on its way already (the
+    /// thread that takes it passes the next one on; see [`Shared::take_call`]).
+    /// Whether the caller must notify.
+    fn wake_needed(&mut self) -> bool {
+        // Awake threads not running a call take queued calls without a wake-up.
+        let free = self.threads - self.asleep - self.running;
+        let wake = self.queue.len() > free && self.asleep > 0 && self.wakeups == 0;
+        if wake {
+            self.asleep -= 1;
+            self.wakeups += 1;
+        }
+        wake
+    }
+}
+
 impl Shared {
     /// The next call, once there is one; `None` when the pool has closed. `finished`:
     /// the calling thread has just finished a call.
+    ///
+    /// A thread that takes a call wakes the next sleeping thread itself when more calls
+    /// wait than there are free threads: so a burst of calls costs the broker one
+    /// wake-up, not one per thread (each is a futex syscall on the broker's path, and
+    /// in W4 they were a third of its time), and still no call waits for a running one.
     fn take_call(&self, finished: bool) -> Option<LocalCall> {
         let mut calls = lock(&self.calls);
         if finished {
@@ -111,6 +135,11 @@ impl Shared {
         loop {
             if let Some(call) = calls.queue.pop_front() {
                 calls.running += 1;
+                let wake = calls.wake_needed();
+                drop(calls);
+                if wake {
+                    self.ready.notify_one();
+                }
                 return Some(call);
             }
             if calls.closed {
@@ -169,14 +198,7 @@ impl LocalLink {
                 return Err(Box::new(call));
             }
             calls.queue.push_back(call);
-            // Awake threads not running a call take queued calls without a wake-up.
-            let free = calls.threads - calls.asleep - calls.running;
-            let wake = calls.queue.len() > free && calls.asleep > 0;
-            if wake {
-                calls.asleep -= 1;
-                calls.wakeups += 1;
-            }
-            wake
+            calls.wake_needed()
         };
         if wake {
             self.shared.ready.notify_one();
