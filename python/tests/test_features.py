@@ -1,8 +1,11 @@
 """The rest of what the Rust side offers, reached from Python: ping, introspection,
 keyword arguments, retries, CURVE, the standalone broker and remote workers."""
 
+import os
+import signal
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -247,3 +250,35 @@ def test_submitted_call_times_out_after_the_client_timeout(server):
     with pytest.raises(TimeoutError):
         pending.wait()
     assert 0.15 < _time.monotonic() - started < 0.9
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_makes_clients_of_its_own(server):
+    """The clients of a process share one ZeroMQ context. A child made by fork must not
+    use its parent's (the context's I/O thread does not exist there): its clients get a
+    context of their own and work."""
+    running, client = server({"add": add})
+    assert client.add(1, 2) == 3  # the parent's shared context is in use
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads running
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            child = zmq_rpc.RPCClient(PASSWORD, "127.0.0.1", running.port)
+            code = 0 if child.add(2, 3) == 5 else 2
+        except BaseException:
+            code = 3
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's call did not finish")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0, "the forked child's call failed"
