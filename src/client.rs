@@ -94,10 +94,6 @@ enum Attempt {
 /// again (see [`RpcClient::receive`]).
 const WATCH_SLICE: Duration = Duration::from_millis(100);
 
-/// A request body longer than this (large arguments sent inline) is handed to libzmq
-/// rather than copied, and its buffer not kept for the next request.
-const KEEP_BODY_UP_TO: usize = 64 * 1024;
-
 fn backoff(base: Duration, cap: Duration, retry: u32) -> Duration {
     let exp = base.saturating_mul(1u32 << retry.min(16)).min(cap);
     exp / 2 + exp.mul_f64(fastrand::f64() / 2.0)
@@ -454,8 +450,8 @@ impl RpcClient {
     }
 
     /// Sends `request` on a DEALER: the empty delimiter, the body (written into a buffer
-    /// kept from one request to the next, and copied into libzmq's message), and the
-    /// data frames (handed over).
+    /// kept from one request to the next; see [`transport::send_kept`]), and the data
+    /// frames.
     fn send(&self, socket: &zmq::Socket, request: &Request) -> zmq::Result<()> {
         let min = if self.data_frames {
             protocol::FRAME_MIN_BYTES
@@ -466,12 +462,7 @@ impl RpcClient {
         let data = protocol::write_request_frames(request, min, &mut body);
         let more = if data.is_empty() { 0 } else { zmq::SNDMORE };
         socket.send(&[][..], zmq::DONTWAIT | zmq::SNDMORE)?;
-        if body.len() > KEEP_BODY_UP_TO {
-            // Large arguments sent inline: hand the buffer over rather than copy it.
-            socket.send(std::mem::take(&mut *body), zmq::DONTWAIT | more)?;
-        } else {
-            socket.send(&body[..], zmq::DONTWAIT | more)?;
-        }
+        transport::send_kept(socket, &mut body, zmq::DONTWAIT | more)?;
         transport::send_frames(socket, data, zmq::DONTWAIT)
     }
 

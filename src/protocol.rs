@@ -652,10 +652,12 @@ pub fn decode_reply(frame: &[u8]) -> Result<Reply, Error> {
 /// # Errors
 /// [`Error::Protocol`] when the frames are not a reply.
 pub fn decode_reply_frames(body: &[u8], data: Vec<Vec<u8>>) -> Result<Reply, Error> {
-    match quick_result(body) {
-        Some(reply) if data.is_empty() => Ok(reply),
-        _ => decode_reply_in_full(body, data),
+    if data.is_empty() {
+        if let Some(reply) = quick_result(body) {
+            return Ok(reply);
+        }
     }
+    decode_reply_in_full(body, data)
 }
 
 /// [`decode_reply_frames`] for any frames, through a map of the body.

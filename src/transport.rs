@@ -690,6 +690,17 @@ where
     Ok(())
 }
 
+/// Sends one frame from a buffer the caller keeps for the next message: copied when
+/// short (see [`COPY_FRAMES_BELOW`]; the buffer stays for reuse), handed over when long
+/// (the buffer is left empty, so one large message does not pin its size).
+pub(crate) fn send_kept(socket: &zmq::Socket, buf: &mut Vec<u8>, flags: i32) -> zmq::Result<()> {
+    if buf.len() < COPY_FRAMES_BELOW {
+        socket.send(&buf[..], flags)
+    } else {
+        socket.send(std::mem::take(buf), flags)
+    }
+}
+
 /// Receive buffers that grew beyond this are freed after use rather than kept, so one
 /// large call does not pin its size in memory.
 const KEEP_BUFFERS_UP_TO: usize = 64 * 1024;
