@@ -36,6 +36,11 @@ use super::Registry;
 use crate::error::Error;
 use crate::protocol::{Call, FRAME_MIN_BYTES};
 
+/// How long after two or more calls last ran at once no thread spins for the next call
+/// (see [`Shared::take_call`]): under load, the CPU a spin takes is what the other
+/// threads need, and a thread finishing a call finds the next one queued anyway.
+const CALM: Duration = Duration::from_millis(1);
+
 /// A call for the pool, as the broker hands it over.
 #[derive(Debug, PartialEq)]
 pub(crate) struct LocalCall {
@@ -84,6 +89,10 @@ struct Calls {
     wakeups: usize,
     /// No more calls: idle threads end.
     closed: bool,
+    /// A thread is spinning for the next call; it counts as free, not asleep.
+    spinning: bool,
+    /// When two or more calls last ran at once.
+    crowded_at: Instant,
 }
 
 struct Shared {
@@ -92,6 +101,11 @@ struct Shared {
     replies: Mutex<Vec<LocalReply>>,
     /// Replies put so far.
     posted: AtomicU64,
+    /// Counts the calls queued and the closing of the pool: what a spinning thread
+    /// watches.
+    changes: AtomicU64,
+    /// How long a thread that finds no call may spin for one before it sleeps.
+    spin: Duration,
     /// Readable while `replies` may hold something the broker has not taken.
     inbox_signal: OwnedFd,
 }
@@ -127,14 +141,25 @@ impl Shared {
     /// wait than there are free threads: so a burst of calls costs the broker one
     /// wake-up, not one per thread (each is a futex syscall on the broker's path, and
     /// in W4 they were a third of its time), and still no call waits for a running one.
+    ///
+    /// A thread that finds no call spins for one first (see [`Shared::spin_for_call`]),
+    /// if no other thread spins and calls have been coming one at a time (`CALM`).
     fn take_call(&self, finished: bool) -> Option<LocalCall> {
         let mut calls = lock(&self.calls);
         if finished {
+            // Calls overlapped until now, however long ago the other one started.
+            if calls.running > 1 {
+                calls.crowded_at = Instant::now();
+            }
             calls.running -= 1;
         }
+        let mut spun = false;
         loop {
             if let Some(call) = calls.queue.pop_front() {
                 calls.running += 1;
+                if calls.running > 1 {
+                    calls.crowded_at = Instant::now();
+                }
                 let wake = calls.wake_needed();
                 drop(calls);
                 if wake {
@@ -144,6 +169,20 @@ impl Shared {
             }
             if calls.closed {
                 return None;
+            }
+            if !spun
+                && !self.spin.is_zero()
+                && !calls.spinning
+                && calls.crowded_at.elapsed() >= CALM
+            {
+                spun = true;
+                calls.spinning = true;
+                let seen = self.changes.load(Ordering::Acquire);
+                drop(calls);
+                self.spin_for_call(seen);
+                calls = lock(&self.calls);
+                calls.spinning = false;
+                continue;
             }
             calls.asleep += 1;
             loop {
@@ -161,6 +200,22 @@ impl Shared {
                     break;
                 }
             }
+        }
+    }
+
+    /// Waits awake, up to the pool's spin time, until `changes` has moved on from
+    /// `seen` (a call was queued, or the pool closed).
+    ///
+    /// Why: a thread asleep on a condition variable is woken by a futex call, and on
+    /// an idle CPU the wake-up takes tens of microseconds (longer than the call). The
+    /// spin yields the CPU at every turn instead of burning it: a thread woken on this
+    /// CPU (the broker, or an I/O thread of libzmq's, on their part of the call's way)
+    /// runs at once, and the CPU stays awake for it. Measured in `docs/performance.md`
+    /// (eighth pass).
+    fn spin_for_call(&self, seen: u64) {
+        let until = Instant::now() + self.spin;
+        while self.changes.load(Ordering::Acquire) == seen && Instant::now() < until {
+            std::thread::yield_now();
         }
     }
 
@@ -198,6 +253,7 @@ impl LocalLink {
                 return Err(Box::new(call));
             }
             calls.queue.push_back(call);
+            self.shared.changes.fetch_add(1, Ordering::Release);
             calls.wake_needed()
         };
         if wake {
@@ -269,11 +325,13 @@ pub(crate) struct LocalPool {
 }
 
 impl LocalPool {
-    /// Starts `threads` threads running the functions of `registry`.
+    /// Starts `threads` threads running the functions of `registry`; a thread that
+    /// finds no call spins for one up to `spin` before it sleeps.
     pub(crate) fn start(
         registry: &Registry,
         threads: usize,
         grace: Duration,
+        spin: Duration,
     ) -> Result<(LocalPool, LocalLink), Error> {
         let inbox_signal = rustix::event::eventfd(
             0,
@@ -288,10 +346,14 @@ impl LocalPool {
                 running: 0,
                 wakeups: 0,
                 closed: false,
+                spinning: false,
+                crowded_at: Instant::now(),
             }),
             ready: Condvar::new(),
             replies: Mutex::new(Vec::new()),
             posted: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
+            spin,
             inbox_signal,
         });
         let mut pool = LocalPool {
@@ -324,6 +386,7 @@ impl LocalPool {
 
     fn close(&mut self) {
         lock(&self.shared.calls).closed = true;
+        self.shared.changes.fetch_add(1, Ordering::Release);
         self.shared.ready.notify_all();
         let by = Instant::now() + self.grace;
         while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < by {
@@ -442,7 +505,8 @@ mod tests {
 
     #[test]
     fn results_come_back_as_json_text_and_failures_as_errors() {
-        let (pool, mut link) = LocalPool::start(&registry(), 2, Duration::from_secs(1)).unwrap();
+        let (pool, mut link) =
+            LocalPool::start(&registry(), 2, Duration::from_secs(1), Duration::ZERO).unwrap();
         link.submit(call(1, "add", "[5, 7]")).unwrap();
         link.submit(call(2, "add", "[5]")).unwrap();
         link.submit(call(3, "nope", "[]")).unwrap();
@@ -467,7 +531,8 @@ mod tests {
 
     #[test]
     fn a_free_thread_takes_the_next_call_while_another_runs_a_slow_one() {
-        let (pool, mut link) = LocalPool::start(&registry(), 2, Duration::from_secs(5)).unwrap();
+        let (pool, mut link) =
+            LocalPool::start(&registry(), 2, Duration::from_secs(5), Duration::ZERO).unwrap();
         link.submit(call(1, "sleep", "[1000]")).unwrap();
         link.submit(call(2, "add", "[1, 1]")).unwrap();
         link.submit(call(3, "add", "[2, 2]")).unwrap();
@@ -485,7 +550,8 @@ mod tests {
         let flag = Arc::clone(&ran);
         let mut r = Registry::default();
         r.add_typed(move || flag.store(true, Ordering::SeqCst), "mark");
-        let (pool, mut link) = LocalPool::start(&r, 1, Duration::from_secs(1)).unwrap();
+        let (pool, mut link) =
+            LocalPool::start(&r, 1, Duration::from_secs(1), Duration::ZERO).unwrap();
         let mut late = call(7, "mark", "[]");
         late.deadline = Instant::now();
         link.submit(late).unwrap();
@@ -495,9 +561,84 @@ mod tests {
         pool.stop();
     }
 
+    /// (threads asleep, threads running, a thread spinning)
+    fn state(pool: &LocalPool) -> (usize, usize, bool) {
+        let calls = lock(&pool.shared.calls);
+        (calls.asleep, calls.running, calls.spinning)
+    }
+
+    /// Waits up to 5 s for the pool to reach `want`; the state it had last.
+    fn settle(pool: &LocalPool, want: (usize, usize, bool)) -> (usize, usize, bool) {
+        let by = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = state(pool);
+            if now == want || Instant::now() >= by {
+                return now;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A pool whose calm began long ago, so that its threads may spin at once.
+    fn calm_pool(threads: usize, spin: Duration) -> (LocalPool, LocalLink) {
+        let (pool, link) =
+            LocalPool::start(&registry(), threads, Duration::from_secs(5), spin).unwrap();
+        if let Some(past) = Instant::now().checked_sub(CALM * 2) {
+            lock(&pool.shared.calls).crowded_at = past;
+        }
+        (pool, link)
+    }
+
+    #[test]
+    fn after_a_lone_call_one_thread_waits_awake_and_takes_the_next_without_a_wake_up() {
+        let (pool, mut link) = calm_pool(2, Duration::from_secs(30));
+        link.submit(call(1, "add", "[1, 2]")).unwrap();
+        assert_eq!(
+            replies(&mut link, 1)[0].outcome,
+            Ok(Output::Json(b"3".to_vec()))
+        );
+        // One thread spins, the other sleeps: the spin is not counted as asleep.
+        assert_eq!(settle(&pool, (1, 0, true)), (1, 0, true));
+        link.submit(call(2, "add", "[2, 2]")).unwrap();
+        // The spinner counted as free, so the submit gave no wake-up.
+        assert_eq!(lock(&pool.shared.calls).wakeups, 0);
+        assert_eq!(
+            replies(&mut link, 1)[0].outcome,
+            Ok(Output::Json(b"4".to_vec()))
+        );
+        // Without a wake-up the sleeping thread never left its sleep.
+        assert_eq!(settle(&pool, (1, 0, true)), (1, 0, true));
+        let stopping = Instant::now();
+        pool.stop();
+        // Closing the pool ends the 30 s spin at once.
+        assert!(
+            stopping.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            stopping.elapsed()
+        );
+    }
+
+    #[test]
+    fn no_thread_spins_while_calls_run_at_once_nor_when_the_spin_is_zero() {
+        let (pool, mut link) = calm_pool(2, Duration::from_secs(30));
+        link.submit(call(1, "sleep", "[50]")).unwrap();
+        link.submit(call(2, "sleep", "[50]")).unwrap();
+        assert_eq!(replies(&mut link, 2).len(), 2);
+        // Both threads sleep, although a 30 s spin is allowed: two calls ran at once.
+        assert_eq!(settle(&pool, (2, 0, false)), (2, 0, false));
+        pool.stop();
+
+        let (pool, mut link) = calm_pool(1, Duration::ZERO);
+        link.submit(call(3, "add", "[1, 2]")).unwrap();
+        assert_eq!(replies(&mut link, 1).len(), 1);
+        assert_eq!(settle(&pool, (1, 0, false)), (1, 0, false));
+        pool.stop();
+    }
+
     #[test]
     fn a_stopped_pool_gives_calls_back() {
-        let (pool, link) = LocalPool::start(&registry(), 1, Duration::from_secs(1)).unwrap();
+        let (pool, link) =
+            LocalPool::start(&registry(), 1, Duration::from_secs(1), Duration::ZERO).unwrap();
         pool.stop();
         let back = link.submit(call(5, "add", "[1, 2]")).unwrap_err();
         assert_eq!(back.key, 5);
