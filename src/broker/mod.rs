@@ -31,16 +31,6 @@ use crate::worker::Registry;
 /// messages.
 const BATCH: usize = 256;
 
-/// How long after handing a call to the local pool the broker may spin for its reply
-/// instead of sleeping, when it is the only call running. Measured on this 2-core
-/// machine: W1 p50 about 10 % lower, W2 and W4 unchanged within the noise
-/// (`docs/performance.md`).
-const SPIN: Duration = Duration::from_micros(50);
-
-/// How long after two or more calls last ran at once the broker does not spin: under
-/// load, the CPU a spin takes is what the other threads need.
-const CALM: Duration = Duration::from_millis(1);
-
 /// A standalone broker, as `zmq-rpc broker` runs it: clients connect to `port`, worker
 /// processes to `worker_port`.
 ///
@@ -490,8 +480,6 @@ impl Loop {
         // Set when asked to stop: from then on new requests are refused and the loop
         // runs until the running calls are answered or this instant passes.
         let mut stop_by: Option<Instant> = None;
-        // When two or more calls last ran at once.
-        let mut crowded_at = Instant::now();
         loop {
             let now = Instant::now();
             if let Some(end) = stop_by {
@@ -499,34 +487,13 @@ impl Loop {
                     break;
                 }
             }
-            let mut wait = self
+            let wait = self
                 .dispatcher
                 .next_tick()
                 .map_or(1000, |t| {
                     t.saturating_duration_since(now).as_millis().min(1000) as i64
                 })
                 .max(1);
-            // With one call running, on the local pool and handed over just now, its reply
-            // is likely the next event: wait for it on this CPU for a moment (SPIN)
-            // rather than sleep, since a thread that sleeps costs a wake-up; unless a
-            // client's message comes meanwhile, or calls have not been coming one at a
-            // time (CALM): under load, spinning takes CPU the other threads need. The
-            // sockets are still looked at, without waiting, before the reply is taken.
-            let running = self.dispatcher.running();
-            if running > 1 {
-                crowded_at = now;
-            }
-            let frontend = &self.frontend;
-            let client_waiting = || frontend.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
-            let spun = running == 1
-                && now.duration_since(crowded_at) >= CALM
-                && self
-                    .local
-                    .as_ref()
-                    .is_some_and(|l| l.spin_for_reply(SPIN, client_waiting));
-            if spun {
-                wait = 0;
-            }
             // What is absent is polled as descriptor -1, which poll(2) ignores.
             let signal = self.local.as_ref().map_or(-1, LocalLink::signal_fd);
             let mut items = [
@@ -546,7 +513,7 @@ impl Loop {
                 items[0].is_readable(),
                 items[1].is_readable(),
                 items[2].is_readable(),
-                spun || items[3].is_readable(),
+                items[3].is_readable(),
             );
             if stop && stop_by.is_none() {
                 let _ = self.control.recv_bytes(zmq::DONTWAIT);
@@ -608,7 +575,7 @@ impl Loop {
     }
 
     fn take_local_replies(&mut self, out: &mut Vec<Action>) {
-        let Some(link) = &mut self.local else {
+        let Some(link) = &self.local else {
             return;
         };
         link.take_replies(&mut self.local_replies);

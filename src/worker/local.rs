@@ -13,6 +13,12 @@
 //! replies per wake-up, where a socket per worker cost a wake-up of each side per call
 //! (`docs/performance.md`).
 //!
+//! While calls come one at a time, one thread that finds the queue empty waits awake
+//! for the next call for a moment (`RpcServer::spin`, 100 µs by default), yielding
+//! its CPU at every turn, before it sleeps: the next call then costs no wake-up, and
+//! the CPU stays awake for the threads on the call's way. It is the only spin on the
+//! path of a call: the broker sleeps in `zmq_poll`.
+//!
 //! The broker counts the pool as one worker with one slot per thread (more while it is
 //! the only worker; see `Dispatcher::slots`). A call waiting in the pool's queue waits
 //! no longer than it would in the broker's: every thread serves every function, and
@@ -22,7 +28,6 @@
 //! its arguments as the JSON text the client sent (the broker has checked it), and
 //! gives back the result as JSON text, which the broker forwards as it is.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,8 +104,6 @@ struct Shared {
     calls: Mutex<Calls>,
     ready: Condvar,
     replies: Mutex<Vec<LocalReply>>,
-    /// Replies put so far.
-    posted: AtomicU64,
     /// Counts the calls queued and the closing of the pool: what a spinning thread
     /// watches.
     changes: AtomicU64,
@@ -223,7 +226,6 @@ impl Shared {
         let was_empty = {
             let mut replies = lock(&self.replies);
             replies.push(reply);
-            self.posted.fetch_add(1, Ordering::Release);
             replies.len() == 1
         };
         if was_empty {
@@ -237,10 +239,6 @@ impl Shared {
 /// The broker's end of the pool.
 pub(crate) struct LocalLink {
     shared: Arc<Shared>,
-    /// Replies taken so far.
-    taken: u64,
-    /// When the last call was submitted.
-    last_submit: Cell<Instant>,
 }
 
 impl LocalLink {
@@ -259,7 +257,6 @@ impl LocalLink {
         if wake {
             self.shared.ready.notify_one();
         }
-        self.last_submit.set(Instant::now());
         Ok(())
     }
 
@@ -274,46 +271,13 @@ impl LocalLink {
         self.shared.inbox_signal.as_raw_fd()
     }
 
-    /// Spins until a reply is waiting or `spin` has passed since the last call was
-    /// submitted; whether one is. (A call that has run longer than that is not
-    /// waited for this way.) `interrupted` is asked every few microseconds whether
-    /// something else needs the caller; if so, the spin ends.
-    pub(crate) fn spin_for_reply(
-        &self,
-        spin: Duration,
-        mut interrupted: impl FnMut() -> bool,
-    ) -> bool {
-        const ASK_EVERY: Duration = Duration::from_micros(5);
-        let until = self.last_submit.get() + spin;
-        let mut ask_at = Instant::now() + ASK_EVERY;
-        loop {
-            if self.shared.posted.load(Ordering::Acquire) != self.taken {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= until {
-                return false;
-            }
-            if now >= ask_at {
-                if interrupted() {
-                    return false;
-                }
-                ask_at = now + ASK_EVERY;
-            }
-            for _ in 0..64 {
-                std::hint::spin_loop();
-            }
-        }
-    }
-
     /// Moves every reply that is waiting into `into` (which should be empty).
-    pub(crate) fn take_replies(&mut self, into: &mut Vec<LocalReply>) {
+    pub(crate) fn take_replies(&self, into: &mut Vec<LocalReply>) {
         // Reset the signal first: a reply put after this either lands in the swap
         // below or signals again.
         let mut buf = [0u8; 8];
         let _ = rustix::io::read(self.shared.inbox_signal.as_fd(), &mut buf);
         std::mem::swap(&mut *lock(&self.shared.replies), into);
-        self.taken += into.len() as u64;
     }
 }
 
@@ -351,7 +315,6 @@ impl LocalPool {
             }),
             ready: Condvar::new(),
             replies: Mutex::new(Vec::new()),
-            posted: AtomicU64::new(0),
             changes: AtomicU64::new(0),
             spin,
             inbox_signal,
@@ -370,11 +333,7 @@ impl LocalPool {
                 .map_err(|e| Error::Transport(format!("cannot start a worker thread: {e}")))?;
             pool.threads.push(thread);
         }
-        let link = LocalLink {
-            shared,
-            taken: 0,
-            last_submit: Cell::new(Instant::now()),
-        };
+        let link = LocalLink { shared };
         Ok((pool, link))
     }
 
@@ -490,7 +449,7 @@ mod tests {
     }
 
     /// Waits on the pool's signal as the broker does, until `n` replies came (or 10 s).
-    fn replies(link: &mut LocalLink, n: usize) -> Vec<LocalReply> {
+    fn replies(link: &LocalLink, n: usize) -> Vec<LocalReply> {
         let by = Instant::now() + Duration::from_secs(10);
         let mut all = Vec::new();
         while all.len() < n && Instant::now() < by {
@@ -505,7 +464,7 @@ mod tests {
 
     #[test]
     fn results_come_back_as_json_text_and_failures_as_errors() {
-        let (pool, mut link) =
+        let (pool, link) =
             LocalPool::start(&registry(), 2, Duration::from_secs(1), Duration::ZERO).unwrap();
         link.submit(call(1, "add", "[5, 7]")).unwrap();
         link.submit(call(2, "add", "[5]")).unwrap();
@@ -513,7 +472,7 @@ mod tests {
         let mut kw = call(4, "add", "[]");
         kw.kwargs = Some(br#"{"a": 1, "b": 2}"#.to_vec());
         link.submit(kw).unwrap();
-        let mut got = replies(&mut link, 4);
+        let mut got = replies(&link, 4);
         got.sort_by_key(|r| r.key);
         let outcomes: Vec<_> = got.into_iter().map(|r| (r.key, r.outcome)).collect();
         assert_eq!(outcomes[0], (1, Ok(Output::Json(b"12".to_vec()))));
@@ -531,16 +490,16 @@ mod tests {
 
     #[test]
     fn a_free_thread_takes_the_next_call_while_another_runs_a_slow_one() {
-        let (pool, mut link) =
+        let (pool, link) =
             LocalPool::start(&registry(), 2, Duration::from_secs(5), Duration::ZERO).unwrap();
         link.submit(call(1, "sleep", "[1000]")).unwrap();
         link.submit(call(2, "add", "[1, 1]")).unwrap();
         link.submit(call(3, "add", "[2, 2]")).unwrap();
         // Both adds are answered by the free thread before the sleep ends.
-        let first = replies(&mut link, 2);
+        let first = replies(&link, 2);
         let keys: Vec<u64> = first.iter().map(|r| r.key).collect();
         assert_eq!(keys, vec![2, 3]);
-        assert_eq!(replies(&mut link, 1)[0].key, 1);
+        assert_eq!(replies(&link, 1)[0].key, 1);
         pool.stop();
     }
 
@@ -550,12 +509,11 @@ mod tests {
         let flag = Arc::clone(&ran);
         let mut r = Registry::default();
         r.add_typed(move || flag.store(true, Ordering::SeqCst), "mark");
-        let (pool, mut link) =
-            LocalPool::start(&r, 1, Duration::from_secs(1), Duration::ZERO).unwrap();
+        let (pool, link) = LocalPool::start(&r, 1, Duration::from_secs(1), Duration::ZERO).unwrap();
         let mut late = call(7, "mark", "[]");
         late.deadline = Instant::now();
         link.submit(late).unwrap();
-        let got = replies(&mut link, 1);
+        let got = replies(&link, 1);
         assert!(matches!(got[0].outcome, Err(Error::Timeout(_))), "{got:?}");
         assert!(!ran.load(Ordering::SeqCst));
         pool.stop();
@@ -591,10 +549,10 @@ mod tests {
 
     #[test]
     fn after_a_lone_call_one_thread_waits_awake_and_takes_the_next_without_a_wake_up() {
-        let (pool, mut link) = calm_pool(2, Duration::from_secs(30));
+        let (pool, link) = calm_pool(2, Duration::from_secs(30));
         link.submit(call(1, "add", "[1, 2]")).unwrap();
         assert_eq!(
-            replies(&mut link, 1)[0].outcome,
+            replies(&link, 1)[0].outcome,
             Ok(Output::Json(b"3".to_vec()))
         );
         // One thread spins, the other sleeps: the spin is not counted as asleep.
@@ -603,7 +561,7 @@ mod tests {
         // The spinner counted as free, so the submit gave no wake-up.
         assert_eq!(lock(&pool.shared.calls).wakeups, 0);
         assert_eq!(
-            replies(&mut link, 1)[0].outcome,
+            replies(&link, 1)[0].outcome,
             Ok(Output::Json(b"4".to_vec()))
         );
         // Without a wake-up the sleeping thread never left its sleep.
@@ -620,17 +578,17 @@ mod tests {
 
     #[test]
     fn no_thread_spins_while_calls_run_at_once_nor_when_the_spin_is_zero() {
-        let (pool, mut link) = calm_pool(2, Duration::from_secs(30));
+        let (pool, link) = calm_pool(2, Duration::from_secs(30));
         link.submit(call(1, "sleep", "[50]")).unwrap();
         link.submit(call(2, "sleep", "[50]")).unwrap();
-        assert_eq!(replies(&mut link, 2).len(), 2);
+        assert_eq!(replies(&link, 2).len(), 2);
         // Both threads sleep, although a 30 s spin is allowed: two calls ran at once.
         assert_eq!(settle(&pool, (2, 0, false)), (2, 0, false));
         pool.stop();
 
-        let (pool, mut link) = calm_pool(1, Duration::ZERO);
+        let (pool, link) = calm_pool(1, Duration::ZERO);
         link.submit(call(3, "add", "[1, 2]")).unwrap();
-        assert_eq!(replies(&mut link, 1).len(), 1);
+        assert_eq!(replies(&link, 1).len(), 1);
         assert_eq!(settle(&pool, (1, 0, false)), (1, 0, false));
         pool.stop();
     }
