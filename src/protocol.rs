@@ -411,20 +411,24 @@ fn frame_text(bytes: Vec<u8>, what: impl std::fmt::Display) -> Result<String, Er
 /// Puts the data frames' strings into `args` at `positions`, after checking both.
 fn fill_frames(args: &mut [Value], positions: &[usize], data: Vec<Vec<u8>>) -> Result<(), Error> {
     check_frames(positions, args.len(), |i| args[i].is_null(), data.len())?;
-    put_frames(args, positions.iter().copied().zip(data))
+    let texts = positions
+        .iter()
+        .zip(data)
+        .map(|(&p, bytes)| Ok((p, frame_text(bytes, format_args!("argument {p}"))?)))
+        .collect::<Result<Vec<_>, Error>>()?;
+    put_frames(args, texts)
 }
 
 /// Puts each data frame's text into `args` at its position, as a string (no copy).
 /// Also how the local pool fills in a call whose frames the broker checked.
 ///
 /// # Errors
-/// [`Error::Protocol`] for a frame that is not UTF-8 or has no place in `args`.
+/// [`Error::Protocol`] for a frame that has no place in `args`.
 pub(crate) fn put_frames(
     args: &mut [Value],
-    frames: impl IntoIterator<Item = (usize, Vec<u8>)>,
+    frames: impl IntoIterator<Item = (usize, String)>,
 ) -> Result<(), Error> {
-    for (p, bytes) in frames {
-        let text = frame_text(bytes, format_args!("argument {p}"))?;
+    for (p, text) in frames {
         match args.get_mut(p) {
             Some(slot) => *slot = Value::String(text),
             None => {
@@ -1164,9 +1168,9 @@ pub(crate) struct RawRequest {
     args: Option<std::ops::Range<usize>>,
     /// The object of keyword arguments in `frame`; `None`: absent, `null` or empty.
     kwargs: Option<std::ops::Range<usize>>,
-    /// The data frames (checked UTF-8), each with its position in `args`, where the
-    /// text has `null`.
-    frames: Vec<(usize, Vec<u8>)>,
+    /// The data frames' text, each with its position in `args`, where the JSON text
+    /// has `null`.
+    frames: Vec<(usize, String)>,
     /// As [`Request::accept_frames`].
     pub accept_frames: bool,
     /// As [`Request::ack`].
@@ -1210,13 +1214,13 @@ impl RawRequest {
     }
 
     /// The data frames with their positions in [`RawRequest::args`].
-    pub(crate) fn frames(&self) -> &[(usize, Vec<u8>)] {
+    pub(crate) fn frames(&self) -> &[(usize, String)] {
         &self.frames
     }
 
     /// Moves the data frames out (to a call that runs in this process, which is never
     /// sent again); the request keeps no copy.
-    pub(crate) fn take_frames(&mut self) -> Vec<(usize, Vec<u8>)> {
+    pub(crate) fn take_frames(&mut self) -> Vec<(usize, String)> {
         std::mem::take(&mut self.frames)
     }
 
@@ -1236,9 +1240,8 @@ impl RawRequest {
             if i > 0 {
                 out.push(b',');
             }
-            let frame = self.frames.iter().find(|(p, _)| *p == i);
-            match frame.and_then(|(_, f)| std::str::from_utf8(f).ok()) {
-                Some(text) => crate::json::write_str(&mut out, text),
+            match self.frames.iter().find(|(p, _)| *p == i) {
+                Some((_, text)) => crate::json::write_str(&mut out, text),
                 None => out.extend_from_slice(item.get().as_bytes()),
             }
         }
@@ -1281,17 +1284,33 @@ pub(crate) fn decode_request_raw(
     frame: Vec<u8>,
     data: Vec<Vec<u8>>,
 ) -> Result<RawRequest, BadRequest> {
-    match read_raw_request(&frame, &data) {
-        Some(mut raw) => {
-            raw.frame = frame;
-            for ((_, slot), text) in raw.frames.iter_mut().zip(data) {
-                *slot = text;
+    // Anything unusual (and every error) takes the reference path.
+    let Some(mut raw) = read_raw_request(&frame, &data) else {
+        return decode_request_frames(&frame, data).map(RawRequest::from_request);
+    };
+    // The data frames become strings here, which is where their UTF-8 is checked, once:
+    // the local pool takes them as they are.
+    let mut texts = Vec::with_capacity(data.len());
+    let mut rest = data.into_iter();
+    while let Some(bytes) = rest.next() {
+        match String::from_utf8(bytes) {
+            Ok(text) => texts.push(text),
+            Err(e) => {
+                let data = texts
+                    .into_iter()
+                    .map(String::into_bytes)
+                    .chain([e.into_bytes()])
+                    .chain(rest)
+                    .collect();
+                return decode_request_frames(&frame, data).map(RawRequest::from_request);
             }
-            Ok(raw)
         }
-        // Anything unusual (and every error) takes the reference path.
-        None => decode_request_frames(&frame, data).map(RawRequest::from_request),
     }
+    raw.frame = frame;
+    for ((_, slot), text) in raw.frames.iter_mut().zip(texts) {
+        *slot = text;
+    }
+    Ok(raw)
 }
 
 /// The fields of a well-formed request, read from the JSON text without building
@@ -1353,9 +1372,6 @@ fn read_raw_request(frame: &[u8], data: &[Vec<u8>]) -> Option<RawRequest> {
             serde_json::from_str(args.clone().map_or("[]", |r| &text[r])).ok()?;
         let is_null = |i: usize| items[i].get() == "null";
         check_frames(&positions, items.len(), is_null, data.len()).ok()?;
-        if data.iter().any(|d| std::str::from_utf8(d).is_err()) {
-            return None;
-        }
     }
     Some(RawRequest {
         frame: Vec::new(),
@@ -1365,7 +1381,7 @@ fn read_raw_request(frame: &[u8], data: &[Vec<u8>]) -> Option<RawRequest> {
         timeout_ms,
         args,
         kwargs,
-        frames: positions.into_iter().map(|p| (p, Vec::new())).collect(),
+        frames: positions.into_iter().map(|p| (p, String::new())).collect(),
         accept_frames,
         ack,
     })

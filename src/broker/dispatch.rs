@@ -459,7 +459,7 @@ impl Dispatcher {
             if req.accept_frames { b"accept" } else { b"" },
             &positions,
         ];
-        arguments.extend(req.frames().iter().map(|(_, f)| f.as_slice()));
+        arguments.extend(req.frames().iter().map(|(_, f)| f.as_bytes()));
         let retry_key = self.keys.key(
             req.id.as_ref().map(|_| id_text.as_str()),
             &req.function,

@@ -56,9 +56,9 @@ pub(crate) struct LocalCall {
     pub args: Vec<u8>,
     /// The keyword arguments' JSON text (an object), if any.
     pub kwargs: Option<Vec<u8>>,
-    /// Strings that came in data frames (checked UTF-8), with their positions in
-    /// `args`, where the text has `null`.
-    pub frames: Vec<(usize, Vec<u8>)>,
+    /// Strings that came in data frames, with their positions in `args`, where the
+    /// text has `null`.
+    pub frames: Vec<(usize, String)>,
     /// The client reads a string result from a data frame.
     pub accept_frames: bool,
     /// When the caller gives up: a call that waited past it is not started.
