@@ -261,7 +261,10 @@ impl RpcClient {
         function: &str,
         args: impl Serialize,
     ) -> Result<T, Error> {
-        let value = self.call_with(function, positional(args)?, Map::new())?;
+        // A retry encodes the arguments again: the first send hands long strings over
+        // to the socket instead of copying them.
+        let again = || positional(&args);
+        let value = self.call_again(function, positional(&args)?, Map::new(), &again)?;
         convert(function, value)
     }
 
@@ -277,6 +280,22 @@ impl RpcClient {
         function: &str,
         args: Vec<Value>,
         kwargs: Map<String, Value>,
+    ) -> Result<Value, Error> {
+        // A send hands long strings over to the socket: a retry needs a copy of them.
+        let kept = (self.retries > 0 && protocol::has_long_strings(&args, self.frame_min()))
+            .then(|| args.clone());
+        let again = || Ok(kept.clone().unwrap_or_default());
+        self.call_again(function, args, kwargs, &again)
+    }
+
+    /// [`RpcClient::call_with`], where `again` gives the positional arguments anew for a
+    /// retry after a send that took long strings out of them.
+    fn call_again(
+        &self,
+        function: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+        again: &dyn Fn() -> Result<Vec<Value>, Error>,
     ) -> Result<Value, Error> {
         if let Some(e) = &self.problem {
             return Err(e.clone());
@@ -299,6 +318,8 @@ impl RpcClient {
             .unwrap_or_else(|| self.timeout / (self.retries + 1));
         let mut attempts = 0;
         let mut retries_left = self.retries;
+        // The last send took long strings out of `request.args`.
+        let mut spent = false;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             // The server's deadline is the whole call's, not this attempt's: a retry that
@@ -310,6 +331,10 @@ impl RpcClient {
             } else {
                 per_attempt.max(Duration::from_millis(1)).min(left)
             };
+            if spent {
+                request.args = again()?;
+            }
+            spent = protocol::has_long_strings(&request.args, self.frame_min());
             attempts += 1;
             let (failure, hint) = match self.attempt(&mut request, wait) {
                 Attempt::Reply(Err(Error::Overloaded {
@@ -449,17 +474,21 @@ impl RpcClient {
         }
     }
 
-    /// Sends `request` on a DEALER: the empty delimiter, the body (written into a buffer
-    /// kept from one request to the next; see [`transport::send_kept`]), and the data
-    /// frames.
-    fn send(&self, socket: &zmq::Socket, request: &Request) -> zmq::Result<()> {
-        let min = if self.data_frames {
+    /// The shortest string argument sent in a data frame.
+    fn frame_min(&self) -> usize {
+        if self.data_frames {
             protocol::FRAME_MIN_BYTES
         } else {
             usize::MAX
-        };
+        }
+    }
+
+    /// Sends `request` on a DEALER: the empty delimiter, the body (written into a buffer
+    /// kept from one request to the next; see [`transport::send_kept`]), and the data
+    /// frames, which are the long strings moved out of `request.args`.
+    fn send(&self, socket: &zmq::Socket, request: &mut Request) -> zmq::Result<()> {
         let mut body = self.body.borrow_mut();
-        let data = protocol::write_request_frames(request, min, &mut body);
+        let data = protocol::write_request_frames(request, self.frame_min(), &mut body);
         let more = if data.is_empty() { 0 } else { zmq::SNDMORE };
         socket.send(&[][..], zmq::DONTWAIT | zmq::SNDMORE)?;
         transport::send_kept(socket, &mut body, zmq::DONTWAIT | more)?;
@@ -480,7 +509,7 @@ impl RpcClient {
             return Attempt::Failed(Error::Transport("no socket".into()));
         };
         request.ack = self.take_acks();
-        if let Err(e) = self.send(conn.socket(), request) {
+        if let Err(e) = self.send(conn.socket(), &mut *request) {
             self.drop_socket(&mut slot);
             return Attempt::NoReply(Error::Transport(format!(
                 "cannot send to {}: {e}",
@@ -584,7 +613,7 @@ impl RpcClient {
             return Err(Error::Transport("no socket".into()));
         };
         request.ack = self.take_acks();
-        self.send(conn.socket(), &request)
+        self.send(conn.socket(), &mut request)
             .map_err(|e| Error::Transport(format!("cannot send to {}: {e}", self.endpoint)))?;
         self.inflight.borrow_mut().insert(id.clone(), None);
         Ok(Pending {

@@ -457,30 +457,48 @@ pub fn encode_request(req: &Request) -> Vec<u8> {
 /// `min_bytes` bytes in data frames (`docs/protocol.md` 4.10): the body frame, then one
 /// frame per such argument. Without such arguments, just [`encode_request`]'s frame.
 pub fn encode_request_frames(req: &Request, min_bytes: usize) -> Vec<Vec<u8>> {
+    let positions = long_strings(req, min_bytes);
     let mut body = Vec::new();
-    let data = write_request_frames(req, min_bytes, &mut body);
-    std::iter::once(body).chain(data).collect()
+    write_request(req, &positions, &mut body);
+    let data = positions.iter().filter_map(|&p| req.args[p].as_str());
+    std::iter::once(body)
+        .chain(data.map(|s| s.as_bytes().to_vec()))
+        .collect()
 }
 
 /// [`encode_request_frames`] with the body written into `body` (cleared first, so a
-/// caller can keep one buffer for every request): returns the data frames.
+/// caller can keep one buffer for every request), returning the data frames: the long
+/// strings themselves, moved out of `req.args` (which keeps empty strings in their
+/// place), not copies of them.
 pub(crate) fn write_request_frames(
-    req: &Request,
+    req: &mut Request,
     min_bytes: usize,
     body: &mut Vec<u8>,
 ) -> Vec<Vec<u8>> {
-    let long = |v: &Value| matches!(v, Value::String(s) if s.len() >= min_bytes);
-    let positions: Vec<usize> = (0..req.args.len())
-        .filter(|&i| long(&req.args[i]))
-        .collect();
+    let positions = long_strings(req, min_bytes);
     body.clear();
     write_request(req, &positions, body);
     positions
         .iter()
-        .filter_map(|&p| match &req.args[p] {
-            Value::String(s) => Some(s.as_bytes().to_vec()),
+        .filter_map(|&p| match &mut req.args[p] {
+            Value::String(s) => Some(std::mem::take(s).into_bytes()),
             _ => None,
         })
+        .collect()
+}
+
+/// Whether [`write_request_frames`] would take anything out of a request with these
+/// positional arguments.
+pub(crate) fn has_long_strings(args: &[Value], min_bytes: usize) -> bool {
+    args.iter()
+        .any(|v| matches!(v, Value::String(s) if s.len() >= min_bytes))
+}
+
+/// The positions of the top-level string arguments of at least `min_bytes` bytes.
+fn long_strings(req: &Request, min_bytes: usize) -> Vec<usize> {
+    let long = |v: &Value| matches!(v, Value::String(s) if s.len() >= min_bytes);
+    (0..req.args.len())
+        .filter(|&i| long(&req.args[i]))
         .collect()
 }
 

@@ -180,6 +180,43 @@ fn a_retry_of_a_finished_call_gets_its_data_frame_again() {
     });
 }
 
+/// The client's first send hands a long string over to its socket instead of copying
+/// it: a retry must still carry the whole string, whichever way the call was made, or
+/// the server would take it for another call.
+#[test]
+fn a_retry_sends_its_long_strings_again() {
+    with_timeout(LIMIT, || {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = std::sync::Arc::clone(&seen);
+        let mut server = RpcServer::new(PASSWORD, "frames").port(0).workers(2);
+        server.add_external_function(
+            move |s: String| {
+                record.lock().unwrap().push(s.len());
+                // Longer than an attempt: the client retries while this runs.
+                std::thread::sleep(Duration::from_millis(600));
+                s.len() as u64
+            },
+            "slow_len",
+        );
+        let running = server.start().expect("start");
+        let c = common::client(running.port())
+            .timeout(Duration::from_secs(10))
+            .attempt_timeout(Duration::from_millis(150))
+            .retries(5);
+        let s = text(FRAME_MIN_BYTES * 4);
+        let started = std::time::Instant::now();
+        assert_eq!(c.call::<u64>("slow_len", (&s,)), Ok(s.len() as u64));
+        // A reply after 600 ms came to a retry.
+        assert!(started.elapsed() >= Duration::from_millis(550));
+        assert_eq!(
+            c.call_with("slow_len", vec![json!(s)], serde_json::Map::new()),
+            Ok(json!(s.len()))
+        );
+        // Each call ran once, with the whole string: every retry was known for one.
+        assert_eq!(*seen.lock().unwrap(), [s.len(), s.len()]);
+    });
+}
+
 #[test]
 fn malformed_frame_lists_get_a_protocol_error_with_the_id() {
     with_timeout(LIMIT, || {
