@@ -18,11 +18,12 @@ pub const DEFAULT_WORKER_PORT: u16 = 8422;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(5000);
 /// Worker threads of an `RpcServer`. The seed's 4.
 pub const DEFAULT_WORKERS: usize = 4;
-/// How long a worker thread of an `RpcServer` that finds no call waits for one awake
-/// before it sleeps, while calls come one at a time (see `RpcServer::spin`). A caller
-/// that calls again within this time finds a thread awake: on the 2-core machine of
-/// `docs/performance.md`, that halved the round trip of a sequential call.
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(100);
+/// The longest a worker thread of an `RpcServer` that finds no call waits for one
+/// awake before it sleeps, while calls come one at a time (see `RpcServer::spin`). A
+/// caller that calls again within this time finds a thread awake: on the 2-core machine
+/// of `docs/performance.md`, that halved the round trip of a sequential call, and
+/// 250 µs covers the pause between calls that move 64 KiB.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(250);
 /// Largest message accepted on a TCP endpoint; a peer sending more is disconnected by
 /// libzmq. 4 MiB holds any reasonable JSON call and bounds what one peer can make us buffer.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;

@@ -101,13 +101,14 @@ impl RpcServer {
         self
     }
 
-    /// How long a worker thread that finds no call waits for one awake (yielding its
-    /// CPU at every turn) before it sleeps; zero: it sleeps at once. Only one thread
-    /// at a time waits so, and only while calls have been coming one at a time (for
-    /// 1 ms no two ran at once). A call that finds a thread awake skips the thread's
-    /// wake-up, which on an idle CPU costs tens of microseconds: so a client calling
-    /// in sequence gets its replies sooner, at the price of up to this much CPU time
-    /// after each call. Defaults to 100 µs.
+    /// The longest a worker thread that finds no call waits for one awake (yielding
+    /// its CPU at every turn) before it sleeps; zero: it sleeps at once. Only one thread
+    /// at a time waits so, only while calls have been coming one at a time (for 1 ms
+    /// no two ran at once), and for twice the last pause between calls within this
+    /// bound, or 50 µs after a longer pause. A call that finds a thread awake skips the
+    /// thread's wake-up, which on an idle CPU costs tens of microseconds: so a client
+    /// calling in sequence gets its replies sooner, at the price of up to this much CPU
+    /// time after each call. Defaults to 250 µs.
     pub fn spin(mut self, spin: Duration) -> Self {
         self.spin = spin;
         self

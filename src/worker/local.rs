@@ -14,10 +14,11 @@
 //! (`docs/performance.md`).
 //!
 //! While calls come one at a time, one thread that finds the queue empty waits awake
-//! for the next call for a moment (`RpcServer::spin`, 100 µs by default), yielding
-//! its CPU at every turn, before it sleeps: the next call then costs no wake-up, and
-//! the CPU stays awake for the threads on the call's way. It is the only spin on the
-//! path of a call: the broker sleeps in `zmq_poll`.
+//! for the next call for a moment, yielding its CPU at every turn, before it sleeps:
+//! the next call then costs no wake-up, and the CPU stays awake for the threads on the
+//! call's way. The moment is twice the last pause between calls, at most
+//! `RpcServer::spin` (250 µs by default), and 50 µs after a longer pause. It is the
+//! only spin on the path of a call: the broker sleeps in `zmq_poll`.
 //!
 //! The broker counts the pool as one worker with one slot per thread (more while it is
 //! the only worker; see `Dispatcher::slots`). A call waiting in the pool's queue waits
@@ -45,6 +46,22 @@ use crate::protocol::{Call, FRAME_MIN_BYTES};
 /// (see [`Shared::take_call`]): under load, the CPU a spin takes is what the other
 /// threads need, and a thread finishing a call finds the next one queued anyway.
 const CALM: Duration = Duration::from_millis(1);
+
+/// The shortest spin for the next call, after a pause longer than the longest spin.
+const MIN_SPIN: Duration = Duration::from_micros(50);
+
+/// How long a thread that finds no call spins for one: twice the last pause between
+/// the pool falling idle and the next call, within `MIN_SPIN..=max`; `MIN_SPIN` after a
+/// pause longer than `max` (the caller is not calling back that fast, and a spin would
+/// be CPU spent for nothing). Zero when `max` is.
+fn spin_time(last_pause: Duration, max: Duration) -> Duration {
+    let least = MIN_SPIN.min(max);
+    if last_pause <= max {
+        last_pause.saturating_mul(2).clamp(least, max)
+    } else {
+        least
+    }
+}
 
 /// A call for the pool, as the broker hands it over.
 #[derive(Debug, PartialEq)]
@@ -98,6 +115,10 @@ struct Calls {
     spinning: bool,
     /// When two or more calls last ran at once.
     crowded_at: Instant,
+    /// Since when no call has run nor waited, if none has since.
+    idle_since: Option<Instant>,
+    /// The last pause between the pool falling idle and the next call.
+    last_pause: Duration,
 }
 
 struct Shared {
@@ -107,7 +128,7 @@ struct Shared {
     /// Counts the calls queued and the closing of the pool: what a spinning thread
     /// watches.
     changes: AtomicU64,
-    /// How long a thread that finds no call may spin for one before it sleeps.
+    /// The longest a thread that finds no call spins for one before it sleeps.
     spin: Duration,
     /// Readable while `replies` may hold something the broker has not taken.
     inbox_signal: OwnedFd,
@@ -146,7 +167,8 @@ impl Shared {
     /// in W4 they were a third of its time), and still no call waits for a running one.
     ///
     /// A thread that finds no call spins for one first (see [`Shared::spin_for_call`]),
-    /// if no other thread spins and calls have been coming one at a time (`CALM`).
+    /// if no other thread spins and calls have been coming one at a time (`CALM`), for
+    /// as long as [`spin_time`] says.
     fn take_call(&self, finished: bool) -> Option<LocalCall> {
         let mut calls = lock(&self.calls);
         if finished {
@@ -155,6 +177,9 @@ impl Shared {
                 calls.crowded_at = Instant::now();
             }
             calls.running -= 1;
+            if calls.running == 0 && calls.queue.is_empty() {
+                calls.idle_since = Some(Instant::now());
+            }
         }
         let mut spun = false;
         loop {
@@ -181,8 +206,9 @@ impl Shared {
                 spun = true;
                 calls.spinning = true;
                 let seen = self.changes.load(Ordering::Acquire);
+                let spin = spin_time(calls.last_pause, self.spin);
                 drop(calls);
-                self.spin_for_call(seen);
+                self.spin_for_call(seen, spin);
                 calls = lock(&self.calls);
                 calls.spinning = false;
                 continue;
@@ -206,8 +232,8 @@ impl Shared {
         }
     }
 
-    /// Waits awake, up to the pool's spin time, until `changes` has moved on from
-    /// `seen` (a call was queued, or the pool closed).
+    /// Waits awake, up to `spin`, until `changes` has moved on from `seen` (a call was
+    /// queued, or the pool closed).
     ///
     /// Why: a thread asleep on a condition variable is woken by a futex call, and on
     /// an idle CPU the wake-up takes tens of microseconds (longer than the call). The
@@ -215,8 +241,8 @@ impl Shared {
     /// CPU (the broker, or an I/O thread of libzmq's, on their part of the call's way)
     /// runs at once, and the CPU stays awake for it. Measured in `docs/performance.md`
     /// (eighth pass).
-    fn spin_for_call(&self, seen: u64) {
-        let until = Instant::now() + self.spin;
+    fn spin_for_call(&self, seen: u64, spin: Duration) {
+        let until = Instant::now() + spin;
         while self.changes.load(Ordering::Acquire) == seen && Instant::now() < until {
             std::thread::yield_now();
         }
@@ -252,6 +278,9 @@ impl LocalLink {
             }
             calls.queue.push_back(call);
             self.shared.changes.fetch_add(1, Ordering::Release);
+            if let Some(since) = calls.idle_since.take() {
+                calls.last_pause = since.elapsed();
+            }
             calls.wake_needed()
         };
         if wake {
@@ -312,6 +341,8 @@ impl LocalPool {
                 closed: false,
                 spinning: false,
                 crowded_at: Instant::now(),
+                idle_since: None,
+                last_pause: Duration::MAX,
             }),
             ready: Condvar::new(),
             replies: Mutex::new(Vec::new()),
@@ -537,14 +568,49 @@ mod tests {
         }
     }
 
-    /// A pool whose calm began long ago, so that its threads may spin at once.
+    /// A pool whose calm began long ago, so that its threads may spin at once, and
+    /// whose last pause was long enough that they spin for all of `spin`.
     fn calm_pool(threads: usize, spin: Duration) -> (LocalPool, LocalLink) {
         let (pool, link) =
             LocalPool::start(&registry(), threads, Duration::from_secs(5), spin).unwrap();
+        let mut calls = lock(&pool.shared.calls);
         if let Some(past) = Instant::now().checked_sub(CALM * 2) {
-            lock(&pool.shared.calls).crowded_at = past;
+            calls.crowded_at = past;
         }
+        calls.last_pause = spin;
+        drop(calls);
         (pool, link)
+    }
+
+    #[test]
+    fn closing_the_pool_ends_a_spin_at_once() {
+        let (pool, link) = calm_pool(1, Duration::from_secs(30));
+        link.submit(call(1, "add", "[1, 2]")).unwrap();
+        assert_eq!(replies(&link, 1).len(), 1);
+        assert_eq!(settle(&pool, (0, 0, true)), (0, 0, true));
+        let stopping = Instant::now();
+        pool.stop();
+        assert!(
+            stopping.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            stopping.elapsed()
+        );
+    }
+
+    #[test]
+    fn the_spin_lasts_twice_the_last_pause_within_its_bounds() {
+        let us = Duration::from_micros;
+        let max = us(300);
+        assert_eq!(spin_time(us(60), max), us(120));
+        assert_eq!(spin_time(us(10), max), MIN_SPIN);
+        assert_eq!(spin_time(us(200), max), max);
+        assert_eq!(spin_time(max, max), max);
+        // A caller slower than the longest spin gets the shortest.
+        assert_eq!(spin_time(us(301), max), MIN_SPIN);
+        assert_eq!(spin_time(Duration::MAX, max), MIN_SPIN);
+        // Never more than the bound, and none at all when it is zero.
+        assert_eq!(spin_time(us(10), us(20)), us(20));
+        assert_eq!(spin_time(Duration::ZERO, Duration::ZERO), Duration::ZERO);
     }
 
     #[test]
@@ -564,16 +630,18 @@ mod tests {
             replies(&link, 1)[0].outcome,
             Ok(Output::Json(b"4".to_vec()))
         );
-        // Without a wake-up the sleeping thread never left its sleep.
-        assert_eq!(settle(&pool, (1, 0, true)), (1, 0, true));
-        let stopping = Instant::now();
-        pool.stop();
-        // Closing the pool ends the 30 s spin at once.
-        assert!(
-            stopping.elapsed() < Duration::from_secs(3),
-            "{:?}",
-            stopping.elapsed()
+        // The pause before this call was milliseconds, not the 30 s allowed: so was the
+        // spin after it, and both threads end up asleep.
+        let pause = lock(&pool.shared.calls).last_pause;
+        assert!(pause < Duration::from_secs(5), "{pause:?}");
+        assert_eq!(settle(&pool, (2, 0, false)), (2, 0, false));
+        // Another lone call after that finds them asleep, and is answered.
+        link.submit(call(3, "add", "[3, 3]")).unwrap();
+        assert_eq!(
+            replies(&link, 1)[0].outcome,
+            Ok(Output::Json(b"6".to_vec()))
         );
+        pool.stop();
     }
 
     #[test]
