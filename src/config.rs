@@ -72,6 +72,9 @@ pub mod vars {
     pub const TIMEOUT_MS: &str = "ZMQ_RPC_TIMEOUT_MS";
     /// Worker threads.
     pub const WORKERS: &str = "ZMQ_RPC_WORKERS";
+    /// The longest an idle worker thread of a server waits awake for the next call, in
+    /// microseconds (0: it sleeps at once).
+    pub const SPIN_US: &str = "ZMQ_RPC_SPIN_US";
     /// The broker's port for worker processes.
     pub const WORKER_PORT: &str = "ZMQ_RPC_WORKER_PORT";
     /// The server's CURVE secret key (Z85, 40 characters): turns CURVE on for a server/broker.
@@ -102,6 +105,8 @@ pub struct Env {
     pub timeout: Option<Duration>,
     /// `ZMQ_RPC_WORKERS`.
     pub workers: Option<usize>,
+    /// `ZMQ_RPC_SPIN_US`.
+    pub spin: Option<Duration>,
     /// `ZMQ_RPC_WORKER_PORT`.
     pub worker_port: Option<u16>,
     /// `ZMQ_RPC_CURVE_SECRET_KEY`.
@@ -150,6 +155,7 @@ impl Env {
             timeout: parse::<u64>(vars::TIMEOUT_MS, get(vars::TIMEOUT_MS))?
                 .map(Duration::from_millis),
             workers: parse(vars::WORKERS, get(vars::WORKERS))?,
+            spin: parse::<u64>(vars::SPIN_US, get(vars::SPIN_US))?.map(Duration::from_micros),
             worker_port: parse(vars::WORKER_PORT, get(vars::WORKER_PORT))?,
             curve_secret_key: get(vars::CURVE_SECRET_KEY),
             curve_server_key: get(vars::CURVE_SERVER_KEY),
@@ -205,6 +211,7 @@ mod tests {
             ("ZMQ_RPC_TIMEOUT_MS", "250"),
             ("ZMQ_RPC_WORKERS", "8"),
             ("ZMQ_RPC_WORKER_PORT", "9001"),
+            ("ZMQ_RPC_SPIN_US", "0"),
         ])
         .unwrap();
         assert_eq!(e.host.as_deref(), Some("0.0.0.0"));
@@ -213,6 +220,7 @@ mod tests {
         assert_eq!(e.timeout, Some(Duration::from_millis(250)));
         assert_eq!(e.workers, Some(8));
         assert_eq!(e.worker_port, Some(9001));
+        assert_eq!(e.spin, Some(Duration::ZERO));
     }
 
     #[test]
@@ -220,6 +228,8 @@ mod tests {
         let err = env(&[("ZMQ_RPC_PORT", "eighty")]).unwrap_err();
         assert!(err.message().contains("ZMQ_RPC_PORT"), "{err}");
         assert!(env(&[("ZMQ_RPC_WORKERS", "-1")]).is_err());
+        let err = env(&[("ZMQ_RPC_SPIN_US", "0.25ms")]).unwrap_err();
+        assert!(err.message().contains("ZMQ_RPC_SPIN_US"), "{err}");
         assert_eq!(env(&[("ZMQ_RPC_PORT", " ")]).unwrap().port, None);
     }
 

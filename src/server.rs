@@ -47,7 +47,7 @@ impl RpcServer {
             options,
             problem,
             workers: env.workers.unwrap_or(config::DEFAULT_WORKERS),
-            spin: config::DEFAULT_SPIN,
+            spin: env.spin.unwrap_or(config::DEFAULT_SPIN),
             registry: Registry::default(),
         }
     }
@@ -108,7 +108,7 @@ impl RpcServer {
     /// bound, or 50 µs after a longer pause. A call that finds a thread awake skips the
     /// thread's wake-up, which on an idle CPU costs tens of microseconds: so a client
     /// calling in sequence gets its replies sooner, at the price of up to this much CPU
-    /// time after each call. Defaults to 250 µs.
+    /// time after each call. Defaults to `ZMQ_RPC_SPIN_US` or 250 µs.
     pub fn spin(mut self, spin: Duration) -> Self {
         self.spin = spin;
         self

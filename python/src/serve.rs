@@ -243,7 +243,7 @@ impl PyServer {
         worker_port = None, queue_limit = None, queue_bytes = None, max_message_size = None,
         curve_secret_key = None, curve_authorized_keys = None,
         curve_worker_authorized_keys = None, worker_secret = None, retry_window = None,
-        shutdown_grace = None
+        shutdown_grace = None, spin_us = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -263,6 +263,7 @@ impl PyServer {
         worker_secret: Option<String>,
         retry_window: Option<u64>,
         shutdown_grace: Option<u64>,
+        spin_us: Option<u64>,
     ) -> PyServer {
         let s = RpcServer::new(password, server_name);
         let s = set(s, host, |s, v| s.host(&v));
@@ -283,6 +284,7 @@ impl PyServer {
         let s = set(s, worker_secret, |s, v| s.worker_secret(&v));
         let s = set(s, retry_window.map(ms), RpcServer::retry_window);
         let s = set(s, shutdown_grace.map(ms), RpcServer::shutdown_grace);
+        let s = set(s, spin_us.map(Duration::from_micros), RpcServer::spin);
         PyServer {
             builder: Mutex::new(Some(s)),
         }

@@ -282,3 +282,45 @@ def test_a_forked_child_makes_clients_of_its_own(server):
             pytest.fail("the forked child's call did not finish")
         time.sleep(0.05)
     assert os.waitstatus_to_exitcode(status) == 0, "the forked child's call failed"
+
+
+def _worker_threads_cpu():
+    """CPU seconds (user and system) of this process's threads named zmq-rpc-local-*."""
+    ticks = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if not f.read().startswith("zmq-rpc-local"):
+                    continue
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_after_a_call(spin_us):
+    srv = zmq_rpc.RPCServer(PASSWORD, "wait", host="127.0.0.1", port=0, workers=2,
+                            spin_us=spin_us)
+    srv.add_external_function(add, "add")
+    with srv.start() as running:
+        client = zmq_rpc.RPCClient(PASSWORD, "127.0.0.1", running.port)
+        assert client.add(1, 2) == 3
+        # The pause the next wait is measured on: 100 ms, so up to 200 ms of waiting.
+        time.sleep(0.1)
+        before = _worker_threads_cpu()
+        assert client.add(2, 2) == 4
+        time.sleep(0.4)
+        return _worker_threads_cpu() - before
+
+
+def test_spin_us_bounds_how_long_an_idle_worker_thread_waits_awake():
+    # An idle worker thread waits for the next call, yielding its CPU, for twice the
+    # last pause (here 100 ms) within the bound; at zero it sleeps at once.
+    waited = _cpu_after_a_call(2_000_000)
+    slept = _cpu_after_a_call(0)
+    assert waited >= 0.06, waited
+    assert slept <= 0.03, slept
+    with pytest.raises(OverflowError):
+        zmq_rpc.RPCServer(PASSWORD, "wait", spin_us=-1)
