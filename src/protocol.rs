@@ -457,13 +457,9 @@ pub fn encode_request(req: &Request) -> Vec<u8> {
 /// `min_bytes` bytes in data frames (`docs/protocol.md` 4.10): the body frame, then one
 /// frame per such argument. Without such arguments, just [`encode_request`]'s frame.
 pub fn encode_request_frames(req: &Request, min_bytes: usize) -> Vec<Vec<u8>> {
-    let positions = long_strings(req, min_bytes);
     let mut body = Vec::new();
-    write_request(req, &positions, &mut body);
-    let data = positions.iter().filter_map(|&p| req.args[p].as_str());
-    std::iter::once(body)
-        .chain(data.map(|s| s.as_bytes().to_vec()))
-        .collect()
+    let data = write_request_frames(&mut req.clone(), min_bytes, &mut body);
+    std::iter::once(body).chain(data).collect()
 }
 
 /// [`encode_request_frames`] with the body written into `body` (cleared first, so a
@@ -490,16 +486,18 @@ pub(crate) fn write_request_frames(
 /// Whether [`write_request_frames`] would take anything out of a request with these
 /// positional arguments.
 pub(crate) fn has_long_strings(args: &[Value], min_bytes: usize) -> bool {
-    args.iter()
-        .any(|v| matches!(v, Value::String(s) if s.len() >= min_bytes))
+    args.iter().any(|v| is_long_string(v, min_bytes))
 }
 
 /// The positions of the top-level string arguments of at least `min_bytes` bytes.
 fn long_strings(req: &Request, min_bytes: usize) -> Vec<usize> {
-    let long = |v: &Value| matches!(v, Value::String(s) if s.len() >= min_bytes);
     (0..req.args.len())
-        .filter(|&i| long(&req.args[i]))
+        .filter(|&i| is_long_string(&req.args[i], min_bytes))
         .collect()
+}
+
+fn is_long_string(v: &Value, min_bytes: usize) -> bool {
+    matches!(v, Value::String(s) if s.len() >= min_bytes)
 }
 
 /// Appends the canonical body to `out`, with `null` in `args` at `positions` (listed in
