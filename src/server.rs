@@ -108,7 +108,9 @@ impl RpcServer {
     /// bound, or 50 µs after a longer pause. A call that finds a thread awake skips the
     /// thread's wake-up, which on an idle CPU costs tens of microseconds: so a client
     /// calling in sequence gets its replies sooner, at the price of up to this much CPU
-    /// time after each call. Defaults to `ZMQ_RPC_SPIN_US` or 250 µs.
+    /// time after each call. For a request of 256 KiB or more, a thread is woken as the
+    /// request arrives and waits up to this bound for its call. Defaults to
+    /// `ZMQ_RPC_SPIN_US` or 250 µs.
     pub fn spin(mut self, spin: Duration) -> Self {
         self.spin = spin;
         self

@@ -31,6 +31,14 @@ use crate::worker::Registry;
 /// messages.
 const BATCH: usize = 256;
 
+/// A request at least this large (all its frames) takes the broker long enough to copy
+/// and check (about 100 µs per MiB: its bytes, UTF-8, the retry key's hash) that a
+/// pool thread woken as it arrives is awake when its call is queued
+/// ([`LocalLink::expect_call`]): the wake-up, tens of microseconds on an idle CPU here,
+/// overlaps the checks instead of following them (`docs/performance.md`, ninth pass).
+/// Below it, the checks are shorter than the wake-up.
+const LARGE_REQUEST: usize = 256 * 1024;
+
 /// A standalone broker, as `zmq-rpc broker` runs it: clients connect to `port`, worker
 /// processes to `worker_port`.
 ///
@@ -554,6 +562,11 @@ impl Loop {
                     let Some((frames, peer)) = recv_with_peer(&self.frontend) else {
                         break;
                     };
+                    if frames.iter().map(Vec::len).sum::<usize>() >= LARGE_REQUEST {
+                        if let Some(link) = &self.local {
+                            let _woke = link.expect_call();
+                        }
+                    }
                     self.dispatcher.client_message_from(
                         frames,
                         peer.as_deref(),

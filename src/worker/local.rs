@@ -17,8 +17,11 @@
 //! for the next call for a moment, yielding its CPU at every turn, before it sleeps:
 //! the next call then costs no wake-up, and the CPU stays awake for the threads on the
 //! call's way. The moment is twice the last pause between calls, at most
-//! `RpcServer::spin` (250 µs by default), and 50 µs after a longer pause. It is the
-//! only spin on the path of a call: the broker sleeps in `zmq_poll`.
+//! `RpcServer::spin` (250 µs by default), and 50 µs after a longer pause. For a large
+//! request the broker wakes a thread as the request arrives
+//! ([`LocalLink::expect_call`]), so that the wake-up overlaps the broker's checks of
+//! it; that thread waits for the call up to the whole bound. These are the only spins
+//! on the path of a call: the broker sleeps in `zmq_poll`.
 //!
 //! The broker counts the pool as one worker with one slot per thread (more while it is
 //! the only worker; see `Dispatcher::slots`). A call waiting in the pool's queue waits
@@ -182,6 +185,8 @@ impl Shared {
             }
         }
         let mut spun = false;
+        // Woken with no call queued: the broker expects one (`LocalLink::expect_call`).
+        let mut expected = false;
         loop {
             if let Some(call) = calls.queue.pop_front() {
                 calls.running += 1;
@@ -206,7 +211,11 @@ impl Shared {
                 spun = true;
                 calls.spinning = true;
                 let seen = self.changes.load(Ordering::Acquire);
-                let spin = spin_time(calls.last_pause, self.spin);
+                let spin = if expected {
+                    self.spin
+                } else {
+                    spin_time(calls.last_pause, self.spin)
+                };
                 drop(calls);
                 self.spin_for_call(seen, spin);
                 calls = lock(&self.calls);
@@ -222,6 +231,11 @@ impl Shared {
                 // The waker took this thread off `asleep` when it gave the wake-up.
                 if calls.wakeups > 0 {
                     calls.wakeups -= 1;
+                    if calls.queue.is_empty() {
+                        // Woken ahead of a call: wait awake for it once more.
+                        spun = false;
+                        expected = true;
+                    }
                     break;
                 }
                 if calls.closed {
@@ -287,6 +301,34 @@ impl LocalLink {
             self.shared.ready.notify_one();
         }
         Ok(())
+    }
+
+    /// Wakes a sleeping thread ahead of a call the broker is about to queue, so that
+    /// the wake-up overlaps the broker's work on the request instead of following it:
+    /// the thread then waits awake for the call (up to the pool's spin bound). Only
+    /// while calls come one at a time (`CALM`), and only when no thread is awake and
+    /// free and no wake-up is on its way. For large requests, whose checks take longer
+    /// than a wake-up (`docs/performance.md`, ninth pass). Whether it woke one.
+    pub(crate) fn expect_call(&self) -> bool {
+        let wake = {
+            let mut calls = lock(&self.shared.calls);
+            let free = calls.threads - calls.asleep - calls.running;
+            let wake = !self.shared.spin.is_zero()
+                && !calls.closed
+                && free == 0
+                && calls.asleep > 0
+                && calls.wakeups == 0
+                && calls.crowded_at.elapsed() >= CALM;
+            if wake {
+                calls.asleep -= 1;
+                calls.wakeups += 1;
+            }
+            wake
+        };
+        if wake {
+            self.shared.ready.notify_one();
+        }
+        wake
     }
 
     /// Takes back the calls no thread has started (to refuse them: the server is
@@ -658,6 +700,57 @@ mod tests {
         link.submit(call(3, "add", "[1, 2]")).unwrap();
         assert_eq!(replies(&link, 1).len(), 1);
         assert_eq!(settle(&pool, (1, 0, false)), (1, 0, false));
+        pool.stop();
+    }
+
+    /// A one-thread pool asleep, calm, whose last pause was longer than any spin: a
+    /// thread that found no call now would wait awake only `MIN_SPIN`.
+    fn asleep_after_a_long_pause(spin: Duration) -> (LocalPool, LocalLink) {
+        let (pool, link) = LocalPool::start(&registry(), 1, Duration::from_secs(5), spin).unwrap();
+        // Not calm at first (it began just now), so the thread sleeps at once, or
+        // after `MIN_SPIN` if it started late.
+        assert_eq!(settle(&pool, (1, 0, false)), (1, 0, false));
+        let mut calls = lock(&pool.shared.calls);
+        if let Some(past) = Instant::now().checked_sub(CALM * 2) {
+            calls.crowded_at = past;
+        }
+        calls.last_pause = Duration::from_secs(3600);
+        drop(calls);
+        (pool, link)
+    }
+
+    #[test]
+    fn a_thread_woken_ahead_of_a_call_waits_awake_for_it_up_to_the_bound() {
+        let (pool, link) = asleep_after_a_long_pause(Duration::from_secs(30));
+        assert!(link.expect_call());
+        assert_eq!(settle(&pool, (0, 0, true)), (0, 0, true));
+        // It is awake and free now: nobody else is woken.
+        assert!(!link.expect_call());
+        // Still waiting long after `MIN_SPIN`: an expected call gets the whole bound.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(state(&pool), (0, 0, true));
+        link.submit(call(1, "add", "[1, 2]")).unwrap();
+        let got = replies(&link, 1);
+        assert_eq!(got[0].outcome, Ok(Output::Json(b"3".to_vec())));
+        pool.stop();
+    }
+
+    #[test]
+    fn nobody_is_woken_ahead_of_a_call_without_the_wait_nor_under_load() {
+        let (pool, link) = asleep_after_a_long_pause(Duration::ZERO);
+        assert!(!link.expect_call());
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(state(&pool), (1, 0, false));
+        assert_eq!(lock(&pool.shared.calls).wakeups, 0);
+        pool.stop();
+
+        let (pool, link) = asleep_after_a_long_pause(Duration::from_secs(30));
+        // Two calls ran at once just now: not calm.
+        lock(&pool.shared.calls).crowded_at = Instant::now();
+        assert!(!link.expect_call());
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(state(&pool), (1, 0, false));
+        assert_eq!(lock(&pool.shared.calls).wakeups, 0);
         pool.stop();
     }
 
