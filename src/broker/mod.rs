@@ -564,7 +564,7 @@ impl Loop {
                     };
                     if frames.iter().map(Vec::len).sum::<usize>() >= LARGE_REQUEST {
                         if let Some(link) = &self.local {
-                            let _woke = link.expect_call();
+                            link.expect_call();
                         }
                     }
                     self.dispatcher.client_message_from(
