@@ -300,8 +300,10 @@ impl RpcClient {
         if let Some(e) = &self.problem {
             return Err(e.clone());
         }
-        let start = Instant::now();
-        let deadline = start + self.timeout;
+        // The clock is read once per attempt here and once per wait below: on a fast
+        // call each read is a noticeable part of the client's own time.
+        let mut now = Instant::now();
+        let deadline = now + self.timeout;
         let id = Value::String(self.new_id());
         let mut request = Request {
             id: Some(id),
@@ -321,7 +323,7 @@ impl RpcClient {
         // The last send took long strings out of `request.args`.
         let mut spent = false;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(now);
             // The server's deadline is the whole call's, not this attempt's: a retry that
             // finds the call still running waits for it instead of starting it again.
             request.timeout_ms = Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
@@ -336,7 +338,7 @@ impl RpcClient {
             }
             spent = protocol::has_long_strings(&request.args, self.frame_min());
             attempts += 1;
-            let (failure, hint) = match self.attempt(&mut request, wait) {
+            let (failure, hint) = match self.attempt(&mut request, now + wait, wait) {
                 Attempt::Reply(Err(Error::Overloaded {
                     message,
                     retry_after,
@@ -351,7 +353,8 @@ impl RpcClient {
                 Attempt::Failed(e) => return Err(e),
                 Attempt::NoReply(why) => (why, Duration::ZERO),
             };
-            let left = deadline.saturating_duration_since(Instant::now());
+            now = Instant::now();
+            let left = deadline.saturating_duration_since(now);
             if retries_left == 0 || left.is_zero() {
                 return Err(match failure {
                     Error::Timeout(_) => Error::Timeout(format!(
@@ -371,13 +374,21 @@ impl RpcClient {
             retries_left -= 1;
             tracing::debug!(function, attempts, pause_ms = pause.as_millis() as u64, error = %failure, "retrying");
             std::thread::sleep(pause);
+            now = Instant::now();
         }
     }
 
     fn new_id(&self) -> String {
         let n = self.next_id.get();
         self.next_id.set(n + 1);
-        format!("{}-{n}", self.id_prefix)
+        // Sized once: `format!` would allocate, then grow the string.
+        let mut digits = itoa::Buffer::new();
+        let n = digits.format(n);
+        let mut id = String::with_capacity(self.id_prefix.len() + 1 + n.len());
+        id.push_str(&self.id_prefix);
+        id.push('-');
+        id.push_str(n);
+        id
     }
 
     /// Forgets the socket (and with it every reply still due on it, and the
@@ -415,7 +426,7 @@ impl RpcClient {
         }
     }
 
-    /// Receives one well-formed reply, waiting up to `wait`; `Ok(None)` on timeout.
+    /// Receives one well-formed reply, waiting until `until`; `Ok(None)` on timeout.
     /// A refusal at the CURVE handshake is `PermissionError`.
     ///
     /// `queued`: replies are likely waiting already (pipelined calls), so try to take one
@@ -423,13 +434,12 @@ impl RpcClient {
     fn receive(
         &self,
         conn: &Watched,
-        wait: Duration,
+        until: Instant,
         mut queued: bool,
     ) -> Result<Option<Reply>, Error> {
         let socket = conn.socket();
-        let deadline = Instant::now() + wait;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = until.saturating_duration_since(Instant::now());
             let flags = if queued {
                 zmq::DONTWAIT
             } else if handshake_done(conn)? {
@@ -495,9 +505,9 @@ impl RpcClient {
         transport::send_frames(socket, data, zmq::DONTWAIT)
     }
 
-    /// Sends `request` once (with the acknowledgements due on the socket) and waits up
-    /// to `wait` for its reply.
-    fn attempt(&self, request: &mut Request, wait: Duration) -> Attempt {
+    /// Sends `request` once (with the acknowledgements due on the socket) and waits
+    /// until `until` (`wait` from now) for its reply.
+    fn attempt(&self, request: &mut Request, until: Instant, wait: Duration) -> Attempt {
         let mut slot = self.conn.borrow_mut();
         if slot.is_none() {
             match self.connect() {
@@ -516,10 +526,8 @@ impl RpcClient {
                 self.endpoint
             )));
         }
-        let deadline = Instant::now() + wait;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.receive(conn, left, false) {
+            match self.receive(conn, until, false) {
                 Err(refused @ Error::Permission(_)) => {
                     // Refused at the handshake: the next attempt needs a fresh socket.
                     self.drop_socket(&mut slot);
@@ -779,8 +787,7 @@ impl Pending<'_> {
                     )))
                 }
             };
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            match client.receive(conn, left, true)? {
+            match client.receive(conn, self.deadline, true)? {
                 None => {
                     return Err(Error::Timeout(format!(
                         "no reply from {} within {} ms",
