@@ -201,7 +201,8 @@ fn one_run(args: &BenchArgs, run: usize, p: &mut Progress) -> Result<BTreeMap<St
         }
         p.step(run, "floor: blind proxy throughput");
         if on("w2") {
-            floor::throughput(proxy, &add_request, W2_CLIENTS, secs(args.w2_seconds))?
+            let window = secs(args.w2_seconds);
+            floor::throughput(proxy, &add_request, W2_CLIENTS, window, floors.pid())?
                 .record("floor_w2", &mut m);
         }
     } else {
@@ -251,7 +252,7 @@ fn one_run(args: &BenchArgs, run: usize, p: &mut Progress) -> Result<BTreeMap<St
     }
     p.step(run, "W2 throughput");
     if on("w2") {
-        w2(&client, secs(args.w2_seconds))?.record("w2", &mut m);
+        w2(&client, secs(args.w2_seconds), pid)?.record("w2", &mut m);
         if let Some(rss) = pid.and_then(rss_mib) {
             m.insert("server_rss_mib".into(), rss);
         }
@@ -306,8 +307,12 @@ fn w1(client: &RpcClient, function: &str) -> Result<Latency, Error> {
     Ok(Latency::of(samples))
 }
 
-fn w2(client: &(dyn Fn() -> RpcClient + Sync), duration: Duration) -> Result<Throughput, Error> {
-    run_clients(W2_CLIENTS, duration, |c| {
+fn w2(
+    client: &(dyn Fn() -> RpcClient + Sync),
+    duration: Duration,
+    server: Option<u32>,
+) -> Result<Throughput, Error> {
+    run_clients(W2_CLIENTS, duration, server, |c| {
         let client = client();
         let c = c as i64;
         check("add", client.call("add", (c, 1))?, c + 1)?; // connected before the clock starts
@@ -407,12 +412,22 @@ fn mb_per_s(size: usize, calls: usize, elapsed: Duration) -> f64 {
 
 /// Runs `clients` threads, each calling what `make` returns (made on its thread, before
 /// the common start) for `duration`.
-fn run_clients<F, C>(clients: usize, duration: Duration, make: F) -> Result<Throughput, Error>
+/// `server`: the server's process, whose CPU time over the window is reported per call
+/// beside this process's own (the clients').
+fn run_clients<F, C>(
+    clients: usize,
+    duration: Duration,
+    server: Option<u32>,
+    make: F,
+) -> Result<Throughput, Error>
 where
     F: Fn(usize) -> Result<C, Error> + Sync,
     C: FnMut() -> Result<(), Error>,
 {
-    let barrier = Barrier::new(clients);
+    // The clients and this thread: the window starts once every client is connected.
+    let barrier = Barrier::new(clients + 1);
+    let cpu = || (cpu_time(std::process::id()), server.and_then(cpu_time));
+    let mut used = (None, None);
     let results: Vec<Result<(Vec<Duration>, Duration), Error>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..clients)
             .map(|c| {
@@ -432,13 +447,19 @@ where
                 })
             })
             .collect();
-        handles
+        barrier.wait();
+        let before = cpu();
+        let results = handles
             .into_iter()
             .map(|h| {
                 h.join()
                     .unwrap_or_else(|_| Err(Error::Runtime("a client thread panicked".into())))
             })
-            .collect()
+            .collect();
+        let after = cpu();
+        let spent = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
+        used = (spent(before.0, after.0), spent(before.1, after.1));
+        results
     });
     let mut all = Vec::new();
     let mut longest = Duration::ZERO;
@@ -448,8 +469,11 @@ where
         longest = longest.max(took);
     }
     let calls = all.len() as f64 / longest.as_secs_f64();
+    let per_call = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e6 / all.len().max(1) as f64);
     Ok(Throughput {
         calls_per_s: calls,
+        client_cpu_us: per_call(used.0),
+        server_cpu_us: per_call(used.1),
         p99_us: Latency::of(all).p99,
     })
 }
@@ -498,13 +522,46 @@ impl Latency {
 pub(crate) struct Throughput {
     calls_per_s: f64,
     p99_us: f64,
+    /// CPU time (user + system) per call over the window: the clients' process (this
+    /// one), and the server's when its process id is known.
+    client_cpu_us: Option<f64>,
+    server_cpu_us: Option<f64>,
 }
 
 impl Throughput {
     fn record(&self, prefix: &str, m: &mut BTreeMap<String, f64>) {
         m.insert(format!("{prefix}_calls_per_s"), self.calls_per_s);
         m.insert(format!("{prefix}_p99_us"), self.p99_us);
+        for (key, cpu) in [
+            ("client", self.client_cpu_us),
+            ("server", self.server_cpu_us),
+        ] {
+            if let Some(us) = cpu {
+                m.insert(format!("{prefix}_{key}_cpu_us"), us);
+            }
+        }
     }
+}
+
+/// The CPU time (user + system) that process `pid` has used so far, its threads'
+/// included (those that ended too), from `/proc/<pid>/stat`; in clock ticks there, so
+/// to 10 ms on Linux: enough over seconds of W2.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let hz = rustix::param::clock_ticks_per_second();
+    Some(Duration::from_secs_f64(
+        cpu_ticks(&stat)? as f64 / hz.max(1) as f64,
+    ))
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line, counted after the
+/// command name's last ')': the name itself may contain spaces and parentheses.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let mut fields = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .skip(11);
+    Some(fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?)
 }
 
 /// The server's resident memory, from `/proc/<pid>/status`.
@@ -643,6 +700,31 @@ fn print_table(m: &BTreeMap<String, f64>, runs: usize, machine: &Value) {
         ratio(o, f),
         "",
     );
+    // CPU time per call over W2's window: on a machine whose CPUs W2 keeps busy, the
+    // total is what throughput follows.
+    let cpu = |who: &str| {
+        (
+            get(&format!("w2_{who}_cpu_us")),
+            get(&format!("floor_w2_{who}_cpu_us")),
+        )
+    };
+    let sum = |a: Option<f64>, b: Option<f64>| Some(a? + b?);
+    let (clients, server) = (cpu("client"), cpu("server"));
+    let all = (sum(clients.0, server.0), sum(clients.1, server.1));
+    for (fig, (o, f)) in [
+        ("clients' CPU µs per call", clients),
+        ("server's CPU µs per call", server),
+        ("all CPU µs per call", all),
+    ] {
+        row(
+            "W2 throughput, 16 clients (floor: blind proxy)",
+            fig,
+            o,
+            f,
+            ratio(o, f),
+            "",
+        );
+    }
     let o = get("w3_max_ms");
     row(
         "W3 head-of-line",
@@ -736,5 +818,30 @@ impl Progress {
             print!("\r\x1b[2K");
             let _ = std::io::stdout().flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_are_counted_after_the_command_name() {
+        // A name with a space and a ')' of its own; utime 7, stime 5.
+        let stat = "4242 (a) b) S 1 4242 4242 0 -1 4194304 120 0 0 0 7 5 0 0 20 0 1 0 99";
+        assert_eq!(cpu_ticks(stat), Some(12));
+        assert_eq!(cpu_ticks("4242 (short) S 1 2 3"), None);
+        assert_eq!(cpu_ticks("no name here"), None);
+    }
+
+    #[test]
+    fn this_process_has_used_cpu_time() {
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {
+            std::hint::black_box(spin.elapsed());
+        }
+        let used = cpu_time(std::process::id()).expect("/proc/<pid>/stat is readable");
+        assert!(used > Duration::ZERO, "{used:?}");
+        assert_eq!(cpu_time(u32::MAX), None, "no such process");
     }
 }

@@ -188,11 +188,12 @@ pub(crate) fn throughput(
     msg: &[u8],
     clients: usize,
     duration: Duration,
+    server: u32,
 ) -> Result<Throughput, Error> {
     // One context for all the clients, as `RpcClient`s share theirs (one per process,
     // as libzmq advises).
     let ctx = zmq::Context::new();
-    super::run_clients(clients, duration, |_| {
+    super::run_clients(clients, duration, Some(server), |_| {
         let s = req(&ctx, port)?;
         let msg = msg.to_vec();
         Ok(move || round_trip(&s, &msg))
