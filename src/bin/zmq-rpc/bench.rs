@@ -700,8 +700,8 @@ fn print_table(m: &BTreeMap<String, f64>, runs: usize, machine: &Value) {
         ratio(o, f),
         "",
     );
-    // CPU time per call over W2's window: on a machine whose CPUs W2 keeps busy, the
-    // total is what throughput follows.
+    // CPU time per call over W2's window: what each side spends on the same calls,
+    // whichever one moves more of them.
     let cpu = |who: &str| {
         (
             get(&format!("w2_{who}_cpu_us")),
