@@ -26,7 +26,8 @@ pub(crate) struct BenchArgs {
     /// `add`, `slow_multiply` and `echo` with 4 workers, as `zmq-rpc bench --serve` does.
     #[arg(long, value_name = "HOST:PORT")]
     connect: Option<String>,
-    /// With --connect: the server's process id, to report its memory (VmRSS) after W2.
+    /// With --connect: the server's process id, to report its memory (VmRSS) after W2
+    /// and its CPU time per call in W2.
     #[arg(long)]
     server_pid: Option<u32>,
     /// The password of the server (--connect) or of the server to run (--serve).
